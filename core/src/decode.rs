@@ -112,7 +112,10 @@ impl fmt::Display for ConfigError {
                 write!(f, "max_header_blocks {n} is outside 1..={HDR_MAX_BLOCKS}")
             }
             ConfigError::StorageTooSmall { needed, given } => {
-                write!(f, "decoder storage is {given} bytes, configuration needs {needed}")
+                write!(
+                    f,
+                    "decoder storage is {given} bytes, configuration needs {needed}"
+                )
             }
         }
     }
@@ -563,7 +566,11 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, C: Crc32c> Decoder<B, C> {
     }
 
     fn check_sequence(&mut self, frame: &Frame<'_>) -> Result<(), DecodeError> {
-        expected_sequence(frame.header().salt(), self.rx_seq, self.config.check_sequence)?;
+        expected_sequence(
+            frame.header().salt(),
+            self.rx_seq,
+            self.config.check_sequence,
+        )?;
         self.rx_seq = self.rx_seq.wrapping_add(1);
         Ok(())
     }
@@ -611,7 +618,11 @@ fn check_aux_crc<C: Crc32c>(crc: &C, sizes: &Sizes, frame: &[u8]) -> Result<(), 
     Ok(())
 }
 
-fn verify<'a, C: Crc32c>(crc: &C, sizes: &Sizes, frame: &'a [u8]) -> Result<Frame<'a>, DecodeError> {
+fn verify<'a, C: Crc32c>(
+    crc: &C,
+    sizes: &Sizes,
+    frame: &'a [u8],
+) -> Result<Frame<'a>, DecodeError> {
     check_header_crc(crc, sizes.order, &frame[..sizes.header_len])?;
     check_aux_crc(crc, sizes, frame)?;
     Ok(Frame {
@@ -619,4 +630,170 @@ fn verify<'a, C: Crc32c>(crc: &C, sizes: &Sizes, frame: &'a [u8]) -> Result<Fram
         aux: &frame[sizes.header_len..sizes.header_len + sizes.aux_len],
         order: sizes.order,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crc::DefaultCrc;
+    use crate::encode::Encoder;
+    use crate::wire::{Cmd, Command, Flags, MsgId};
+
+    const CFG: DecoderConfig = DecoderConfig {
+        max_aux_bytes: 256,
+        max_header_blocks: 8,
+        check_sequence: true,
+    };
+
+    fn dec() -> Decoder<[u8; 768], DefaultCrc> {
+        Decoder::new([0u8; 768], CFG, DefaultCrc::default()).unwrap()
+    }
+
+    fn frames(n: usize, aux: &[u8]) -> ([u8; 4096], usize) {
+        let mut enc = Encoder::new(3);
+        let mut out = [0u8; 4096];
+        let mut len = 0;
+        for i in 0..n {
+            let h = HeaderRepr::new(Cmd::new(Command::DbgShell, Flags::empty()), MsgId(i as u64));
+            len += enc
+                .encode(
+                    &DefaultCrc::default(),
+                    &h,
+                    &Body::None,
+                    aux,
+                    &mut out[len..],
+                )
+                .unwrap();
+        }
+        (out, len)
+    }
+
+    #[test]
+    fn config_is_validated() {
+        let c = DefaultCrc::default();
+        let too_big = DecoderConfig {
+            max_aux_bytes: AUX_MAX + 1,
+            ..CFG
+        };
+        assert_eq!(
+            Decoder::new([0u8; 768], too_big, c).err(),
+            Some(ConfigError::AuxLimitTooLarge(AUX_MAX + 1))
+        );
+        let zero = DecoderConfig {
+            max_header_blocks: 0,
+            ..CFG
+        };
+        assert_eq!(
+            Decoder::new([0u8; 768], zero, c).err(),
+            Some(ConfigError::HeaderLimitOutOfRange(0))
+        );
+        assert_eq!(
+            Decoder::new([0u8; 100], CFG, c).err(),
+            Some(ConfigError::StorageTooSmall {
+                needed: 768,
+                given: 100
+            })
+        );
+    }
+
+    #[test]
+    fn whole_frames_are_returned_in_place_and_split_ones_buffered() {
+        let (wire, len) = frames(3, b"hello");
+        let mut d = dec();
+        let mut pos = 0;
+        let mut n = 0;
+        while pos < len {
+            let out = d.decode(&wire[pos..len]).unwrap();
+            pos += out.consumed;
+            let f = out.frame.unwrap();
+            assert_eq!(f.aux(), b"hello");
+            assert_eq!(f.repr().msgid, MsgId(n));
+            n += 1;
+        }
+        assert_eq!(n, 3);
+        assert_eq!(d.stats().frames_in_place, 3);
+        assert!(d.is_idle());
+
+        let mut d = dec();
+        let out = d.decode(&wire[..100]).unwrap();
+        assert_eq!((out.consumed, out.frame.is_none()), (100, true));
+        assert!(!d.is_idle());
+        assert_eq!(d.buffered(), 100);
+        let out = d.decode(&wire[100..len]).unwrap();
+        assert_eq!(out.consumed, 28);
+        assert_eq!(out.frame.unwrap().aux(), b"hello");
+        assert!(d.is_idle());
+    }
+
+    #[test]
+    fn errors_latch_and_keep_the_rejected_header() {
+        let (mut wire, len) = frames(2, b"x");
+        wire[128 + 64] ^= 0x01; // aux byte of the second frame
+        let mut d = dec();
+        let out = d.decode(&wire[..len]).unwrap();
+        assert!(out.frame.is_some());
+        let e = d.decode(&wire[128..len]).unwrap_err();
+        assert!(matches!(e, DecodeError::AuxCrc { .. }));
+        assert_eq!(e.code(), RecvErrorCode::Acrc);
+        assert_eq!(d.rejected_header().unwrap().msgid, MsgId(1));
+        assert_eq!(d.decode(&[]).unwrap_err(), e);
+        assert_eq!(d.decode(&wire[..len]).unwrap_err(), e);
+        d.reset();
+        assert!(d.decode(&wire[..len]).unwrap().frame.is_some());
+    }
+
+    #[test]
+    fn limits_are_field_errors() {
+        let mut d = dec();
+        let (mut wire, _) = frames(1, &[]);
+        wire[0x20] = 9; // size 9 blocks > configured 8
+        assert_eq!(
+            d.decode(&wire[..64]).unwrap_err(),
+            DecodeError::BadHeaderSize {
+                blocks: 9,
+                max_blocks: 8
+            }
+        );
+        let mut d = dec();
+        let (mut wire, _) = frames(1, &[]);
+        wire[0x28..0x2C].copy_from_slice(&257u32.to_le_bytes());
+        assert_eq!(
+            d.decode(&wire[..64]).unwrap_err().code(),
+            RecvErrorCode::Field
+        );
+        let mut d = dec();
+        assert_eq!(
+            d.decode(&[0x48, 0x48]).map(|o| o.consumed).unwrap(),
+            2,
+            "partial base header is buffered"
+        );
+        assert_eq!(
+            d.decode(&[0u8; 62]).unwrap_err(),
+            DecodeError::BadMagic { magic: 0x4848 }
+        );
+    }
+
+    #[test]
+    fn sequence_gap_is_msgseq() {
+        let (wire, _) = frames(2, &[]);
+        let mut d = dec();
+        let e = d.decode(&wire[64..128]).unwrap_err();
+        assert_eq!(
+            e,
+            DecodeError::Sequence {
+                expected: 0,
+                got: 1
+            }
+        );
+        let mut off = Decoder::new(
+            [0u8; 768],
+            DecoderConfig {
+                check_sequence: false,
+                ..CFG
+            },
+            DefaultCrc::default(),
+        )
+        .unwrap();
+        assert!(off.decode(&wire[64..128]).unwrap().frame.is_some());
+    }
 }

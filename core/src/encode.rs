@@ -282,3 +282,103 @@ impl FrameWriter<'_> {
         n
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crc::DefaultCrc;
+    use crate::wire::{body::SpanRepr, Cmd, Command, Flags, MsgId};
+
+    fn span_header() -> HeaderRepr {
+        HeaderRepr::new(Cmd::new(Command::LnkSpan, Flags::CREATE), MsgId(5))
+    }
+
+    #[test]
+    fn too_small_buffer_reports_size_and_keeps_the_counter() {
+        let mut e = Encoder::new(9);
+        let mut small = [0u8; 100];
+        let err = e
+            .encode(
+                &DefaultCrc::default(),
+                &span_header(),
+                &Body::Span(SpanRepr::default()),
+                &[],
+                &mut small,
+            )
+            .unwrap_err();
+        assert_eq!(
+            err,
+            EncodeError::BufferTooSmall {
+                needed: 448,
+                available: 100
+            }
+        );
+        assert_eq!(e.frames(), 0);
+    }
+
+    #[test]
+    fn mismatched_body_and_size_are_rejected() {
+        let mut e = Encoder::new(9);
+        let mut out = [0u8; 2048];
+        let c = DefaultCrc::default();
+        let h = HeaderRepr::new(Cmd::new(Command::LnkPing, Flags::empty()), MsgId(0));
+        assert_eq!(
+            e.encode(&c, &h, &Body::Span(SpanRepr::default()), &[], &mut out),
+            Err(EncodeError::BadHeaderSize {
+                blocks: 1,
+                needed: 7
+            })
+        );
+        let h = HeaderRepr::new(
+            Cmd::with_size(Command::LnkPing, Flags::empty(), 7),
+            MsgId(0),
+        );
+        assert_eq!(
+            e.encode(&c, &h, &Body::Span(SpanRepr::default()), &[], &mut out),
+            Err(EncodeError::BodyMismatch)
+        );
+    }
+
+    #[test]
+    fn writer_pieces_equal_whole_frame() {
+        let aux = [7u8; 130];
+        let c = DefaultCrc::default();
+        let mut whole = [0u8; 1024];
+        let n = Encoder::new(4)
+            .encode(
+                &c,
+                &span_header(),
+                &Body::Span(SpanRepr::default()),
+                &aux,
+                &mut whole,
+            )
+            .unwrap();
+        for piece in [1, 5, 64, 1000] {
+            let mut w = Encoder::new(4)
+                .start(&c, &span_header(), &Body::Span(SpanRepr::default()), &aux)
+                .unwrap();
+            assert_eq!(w.len(), n);
+            let mut out = [0u8; 1024];
+            let mut at = 0;
+            while !w.is_done() {
+                let end = (at + piece).min(out.len());
+                at += w.write(&mut out[at..end]);
+            }
+            assert_eq!(w.write(&mut out[..1]), 0);
+            assert_eq!(&out[..at], &whole[..n], "piece {piece}");
+        }
+    }
+
+    #[test]
+    fn salt_low_byte_counts_frames_and_wraps() {
+        let mut e = Encoder::new(1);
+        let c = DefaultCrc::default();
+        let h = HeaderRepr::new(Cmd::new(Command::LnkPad, Flags::empty()), MsgId(0));
+        let mut out = [0u8; 64];
+        for i in 0..300u32 {
+            e.encode(&c, &h, &Body::None, &[], &mut out).unwrap();
+            let salt = u32::from_le_bytes([out[4], out[5], out[6], out[7]]);
+            assert_eq!(salt & 0xFF, i & 0xFF);
+        }
+    }
+}

@@ -125,14 +125,24 @@ impl Add for Duration {
 
 impl fmt::Display for Instant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:06}s", self.micros / 1_000_000, self.micros % 1_000_000)
+        write!(
+            f,
+            "{}.{:06}s",
+            self.micros / 1_000_000,
+            self.micros % 1_000_000
+        )
     }
 }
 
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.micros >= 1_000_000 {
-            write!(f, "{}.{:03}s", self.micros / 1_000_000, (self.micros / 1_000) % 1_000)
+            write!(
+                f,
+                "{}.{:03}s",
+                self.micros / 1_000_000,
+                (self.micros / 1_000) % 1_000
+            )
         } else if self.micros >= 1_000 {
             write!(f, "{}.{:03}ms", self.micros / 1_000, self.micros % 1_000)
         } else {

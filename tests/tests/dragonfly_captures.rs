@@ -73,7 +73,10 @@ fn span_capture_fields_match_the_walk() {
     // #2 LNK_SPAN|CREATE with ids and labels
     match &frames[2].body {
         Ok(Body::Span(s)) => {
-            assert_eq!(s.peer_id.to_string(), "11111111-2222-3333-4444-555555555555");
+            assert_eq!(
+                s.peer_id.to_string(),
+                "11111111-2222-3333-4444-555555555555"
+            );
             assert_eq!(s.pfs_id.to_string(), "66666666-7777-8888-9999-aaaaaaaaaaaa");
             assert_eq!(s.pfs_type, 8);
             assert_eq!(s.peer_type, 3);
@@ -103,5 +106,8 @@ fn shell_capture_replies_carry_the_prompt() {
     assert_eq!(frames.len(), 17);
     let prompts = frames.iter().filter(|f| f.aux == b"debug> \0").count();
     assert_eq!(prompts, 6);
-    assert_eq!(frames[3].header.cmd.0, 0x400f_ff01, "daemon closes its LNK_CONN");
+    assert_eq!(
+        frames[3].header.cmd.0, 0x400f_ff01,
+        "daemon closes its LNK_CONN"
+    );
 }

@@ -216,10 +216,7 @@ impl Command {
     /// `None` for unknown commands.
     pub const fn struct_len(self) -> Option<usize> {
         Some(match self {
-            Command::LnkPad
-            | Command::LnkPing
-            | Command::LnkError
-            | Command::DbgShell => 64,
+            Command::LnkPad | Command::LnkPing | Command::LnkError | Command::DbgShell => 64,
             Command::LnkAuth => 128,
             Command::LnkConn => 0x148,
             Command::LnkSpan => 0x1B0,
@@ -292,10 +289,7 @@ impl Cmd {
     /// command's structure size.
     pub const fn new(command: Command, flags: Flags) -> Cmd {
         let (proto, code) = command.parts();
-        Cmd(flags.bits()
-            | ((proto as u32) << 20)
-            | ((code as u32) << 8)
-            | command.blocks() as u32)
+        Cmd(flags.bits() | ((proto as u32) << 20) | ((code as u32) << 8) | command.blocks() as u32)
     }
 
     /// Like [`Cmd::new`] with an explicit header size in blocks (for unknown commands or

@@ -114,7 +114,10 @@ impl fmt::Display for WireError {
             }
             WireError::BadMagic(m) => write!(f, "bad magic {m:#06x} (expected 0x4832 or 0x3248)"),
             WireError::BadHeaderSize(s) => {
-                write!(f, "header size field {s} is outside 1..={HDR_MAX_BLOCKS} blocks")
+                write!(
+                    f,
+                    "header size field {s} is outside 1..={HDR_MAX_BLOCKS} blocks"
+                )
             }
             WireError::BodyTooShort {
                 command,

@@ -48,5 +48,6 @@ pub mod crc;
 pub mod decode;
 pub mod encode;
 pub mod errcode;
+pub mod span;
 pub mod time;
 pub mod wire;

@@ -293,7 +293,7 @@ enum Stage {
 pub struct DecoderStats {
     /// Frames decoded.
     pub frames: u64,
-    /// Bytes consumed.
+    /// Bytes consumed from the current stream.
     pub bytes: u64,
     /// Frames returned without copying (whole frame in the caller's input).
     pub frames_in_place: u64,
@@ -312,6 +312,7 @@ pub struct Decoder<B, C> {
     order: ByteOrder,
     rx_seq: u8,
     error: Option<DecodeError>,
+    frame_start: u64,
     stats: DecoderStats,
 }
 
@@ -349,6 +350,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, C: Crc32c> Decoder<B, C> {
             order: ByteOrder::Little,
             rx_seq: 0,
             error: None,
+            frame_start: 0,
             stats: DecoderStats::default(),
         })
     }
@@ -384,8 +386,15 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, C: Crc32c> Decoder<B, C> {
         }
     }
 
-    /// The base header of the frame that failed a CRC or sequence check, for diagnostics.
-    pub fn rejected_header(&self) -> Option<HeaderRepr> {
+    /// Stream offset (bytes since the start or the last [`Decoder::reset`]) of the first byte
+    /// of the frame being assembled, or, after an error, of the frame that was rejected.
+    pub fn frame_offset(&self) -> u64 {
+        self.frame_start
+    }
+
+    /// The base header and byte order of the frame that failed a CRC or sequence check, for
+    /// diagnostics.
+    pub fn rejected_header(&self) -> Option<(HeaderRepr, ByteOrder)> {
         match self.error {
             Some(
                 DecodeError::HeaderCrc { .. }
@@ -393,19 +402,21 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, C: Crc32c> Decoder<B, C> {
                 | DecodeError::Sequence { .. },
             ) if self.filled >= HEADER_LEN => {
                 let h = Header::new_checked(&self.storage.as_ref()[..HEADER_LEN]).ok()?;
-                Some(HeaderRepr::parse(&h))
+                Some((HeaderRepr::parse(&h), h.byte_order()))
             }
             _ => None,
         }
     }
 
-    /// Restarts on a new stream (e.g. after a reconnect): clears the buffer, the error and
-    /// the frame counter. Counters are kept.
+    /// Restarts on a new stream (e.g. after a reconnect): clears the buffer, the error, the
+    /// frame counter and the stream offset. Frame counters are kept.
     pub fn reset(&mut self) {
         self.stage = Stage::Base;
         self.filled = 0;
         self.rx_seq = 0;
         self.error = None;
+        self.stats.bytes = 0;
+        self.frame_start = 0;
     }
 
     fn fail(&mut self, e: DecodeError) -> DecodeError {
@@ -449,6 +460,9 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, C: Crc32c> Decoder<B, C> {
         if self.stage == Stage::Delivered {
             self.stage = Stage::Base;
             self.filled = 0;
+        }
+        if self.filled == 0 {
+            self.frame_start = self.stats.bytes;
         }
         // Fast path: nothing buffered and a whole frame in the input.
         if self.filled == 0 && input.len() >= HEADER_LEN {
@@ -735,7 +749,8 @@ mod tests {
         let e = d.decode(&wire[128..len]).unwrap_err();
         assert!(matches!(e, DecodeError::AuxCrc { .. }));
         assert_eq!(e.code(), RecvErrorCode::Acrc);
-        assert_eq!(d.rejected_header().unwrap().msgid, MsgId(1));
+        assert_eq!(d.rejected_header().unwrap().0.msgid, MsgId(1));
+        assert_eq!(d.frame_offset(), 128);
         assert_eq!(d.decode(&[]).unwrap_err(), e);
         assert_eq!(d.decode(&wire[..len]).unwrap_err(), e);
         d.reset();

@@ -27,12 +27,12 @@ pub enum RecvErrorCode {
     State = 8,
     /// No peer key.
     NoPeer = 9,
-    /// Transaction state error (e.g. a frame for an unknown transaction).
-    Trans = 17,
     /// The salt frame counter skipped.
     MsgSeq = 15,
     /// Frame for a transaction already closed in that direction.
     EAlready = 16,
+    /// Transaction state error (e.g. a frame for an unknown transaction).
+    Trans = 17,
     /// Bad circuit.
     BadCircuit = 22,
 }

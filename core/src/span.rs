@@ -455,13 +455,9 @@ pub struct PeerTypeName(u8);
 
 impl fmt::Display for PeerTypeName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            peer_type::NONE => f.write_str("NONE"),
-            peer_type::ROUTER => f.write_str("ROUTER"),
-            peer_type::BLOCK => f.write_str("BLOCK"),
-            peer_type::HAMMER2 => f.write_str("HAMMER2"),
-            peer_type::CLIENT => f.write_str("CLIENT"),
-            n => write!(f, "{n:02x}"),
+        match peer_type::name(self.0) {
+            Some(name) => f.write_str(name),
+            None => write!(f, "{:02x}", self.0),
         }
     }
 }

@@ -19,6 +19,18 @@ pub mod peer_type {
     pub const HAMMER2: u8 = 3;
     /// A client connection.
     pub const CLIENT: u8 = 63;
+
+    /// The protocol's name of a peer type (`"HAMMER2"`), if it has one.
+    pub const fn name(t: u8) -> Option<&'static str> {
+        match t {
+            NONE => Some("NONE"),
+            ROUTER => Some("ROUTER"),
+            BLOCK => Some("BLOCK"),
+            HAMMER2 => Some("HAMMER2"),
+            CLIENT => Some("CLIENT"),
+            _ => None,
+        }
+    }
 }
 
 fn check_len(ext: &[u8], command: Command) -> Result<(), WireError> {

@@ -146,10 +146,13 @@ impl fmt::Debug for Label {
 }
 
 impl fmt::Display for Label {
-    /// The text, with bytes that are not printable ASCII shown as `\xNN`.
+    /// The text, with `"` and `\\` escaped and bytes that are not printable ASCII shown as
+    /// `\xNN`, so it can be printed inside quotes.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for &b in self.as_bytes() {
-            if b.is_ascii_graphic() || b == b' ' {
+            if b == b'"' || b == b'\\' {
+                write!(f, "\\{}", b as char)?;
+            } else if b.is_ascii_graphic() || b == b' ' {
                 write!(f, "{}", b as char)?;
             } else {
                 write!(f, "\\x{b:02x}")?;

@@ -1,0 +1,136 @@
+//! Fuzz regressions and a smoke run of the fuzz invariants.
+//!
+//! The invariants are `fuzz/src/invariants.rs`, the very code the cargo-fuzz targets run,
+//! included here so a crash replays under plain `cargo test` (no nightly, no libFuzzer).
+//!
+//! - Every file in `tests/data/fuzz-regressions/decode_bytes/` (a minimised `decode_bytes`
+//!   crash input, added as `fuzz/README.md` describes) is replayed through the `decode_bytes`
+//!   invariant. The directory only exists once the fuzzer has found something.
+//! - The DragonFly captures and, when present, the spec vectors are replayed the same way
+//!   under several chunkings and decoder limits, and their frames are sent again through the
+//!   `roundtrip` invariant.
+//! - `roundtrip` crashes (structured input) become explicit cases below, written from
+//!   `cargo fuzz fmt roundtrip <crash>`.
+
+#[allow(dead_code)]
+#[path = "../../fuzz/src/invariants.rs"]
+mod invariants;
+
+use std::path::Path;
+
+use dmsg_core::decode::DecoderConfig;
+use dmsg_tests::{decode_stream, dragonfly_dir, repo_root};
+use invariants::{check_decode_bytes, check_roundtrip, RoundtripCase};
+
+/// `(name, bytes)` of every regular file in `dir` whose name passes `keep`, sorted.
+fn files(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<(String, Vec<u8>)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .filter(|(name, _)| keep(name) && !name.starts_with('.'))
+        .map(|(name, path)| (name, std::fs::read(path).expect("readable")))
+        .collect();
+    out.sort();
+    out
+}
+
+fn captures() -> Vec<(String, Vec<u8>)> {
+    let out = files(&dragonfly_dir(), |n| n.ends_with(".bin"));
+    assert!(!out.is_empty(), "no DragonFly captures");
+    out
+}
+
+/// The spec vectors that exist and parse as hex (the generator may be mid-run).
+fn vectors() -> Vec<(String, Vec<u8>)> {
+    files(&repo_root().join("spec/vectors"), |n| n.ends_with(".hex"))
+        .into_iter()
+        .filter_map(|(name, text)| {
+            let hex: Vec<u8> = text
+                .into_iter()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect();
+            if hex.len() % 2 != 0 {
+                return None;
+            }
+            let bytes = hex
+                .chunks(2)
+                .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+                .collect::<Option<Vec<u8>>>()?;
+            Some((name, bytes))
+        })
+        .collect()
+}
+
+/// `[split, config]` prefixes: whole, odd chunks, byte by byte, each with a different limit.
+const PREFIXES: [[u8; 2]; 8] = [
+    [0, 0],     // whole, 1 MiB / 32 blocks, sequence checked
+    [1, 0],     // one byte at a time
+    [17, 1],    // chunks of 1..=17, sequence not checked
+    [200, 2],   // 4096-byte aux limit
+    [64, 0x08], // 8-block header limit
+    [3, 0x1E],  // 1-block header limit, no aux at all
+    [5, 0x20],  // salts and CRCs recomputed first (a no-op on a good stream)
+    [0, 0x21],  // the same, sequence not checked
+];
+
+fn replay(name: &str, stream: &[u8]) {
+    for prefix in PREFIXES {
+        let mut input = prefix.to_vec();
+        input.extend_from_slice(stream);
+        let r = std::panic::catch_unwind(|| check_decode_bytes(&input));
+        assert!(
+            r.is_ok(),
+            "{name} with prefix {prefix:?} broke an invariant"
+        );
+    }
+}
+
+#[test]
+fn fuzz_regressions_replay_clean() {
+    let dir = repo_root().join("tests/data/fuzz-regressions/decode_bytes");
+    for (name, input) in files(&dir, |_| true) {
+        let r = std::panic::catch_unwind(|| check_decode_bytes(&input));
+        assert!(r.is_ok(), "fuzz regression {name} broke an invariant");
+    }
+}
+
+#[test]
+fn dragonfly_captures_pass_the_decode_bytes_invariant() {
+    for (name, bytes) in captures() {
+        replay(&name, &bytes);
+        // Truncated anywhere inside the last frame, too.
+        for cut in [1, 63, 64, 65] {
+            replay(&name, &bytes[..bytes.len().saturating_sub(cut)]);
+        }
+    }
+}
+
+#[test]
+fn spec_vectors_pass_the_decode_bytes_invariant() {
+    for (name, bytes) in vectors() {
+        replay(&name, &bytes);
+    }
+}
+
+#[test]
+fn dragonfly_frames_pass_the_roundtrip_invariant() {
+    for (i, (name, bytes)) in captures().into_iter().enumerate() {
+        let (frames, err) = decode_stream(&bytes, bytes.len(), DecoderConfig::default());
+        assert_eq!(err, None, "{name}");
+        let case = RoundtripCase {
+            frames: frames
+                .into_iter()
+                .map(|f| (f.header, f.body.expect("captures parse"), f.aux))
+                .collect(),
+            big_endian: i % 2 == 1,
+            seed: i as u32,
+            split: [0, 1, 7, 64][i % 4],
+            piece: [0, 1, 13, 200][i % 4],
+        };
+        check_roundtrip(&case);
+    }
+}

@@ -95,7 +95,11 @@ impl AuthRepr {
 /// | 0x7A | proto_version u16 |
 /// | 0x7C | status u32 |
 /// | 0x80 | rnss u32 |
-/// | 0x84 | 8 + 56 reserved bytes |
+/// | 0x84 | 8 reserved bytes |
+/// | 0x8C | ext_offer u32 |
+/// | 0x90 | ext_param u32 |
+/// | 0x94 | session_id u64 |
+/// | 0x9C | 40 reserved bytes |
 /// | 0xC4 | peer_label\[128\] |
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -122,6 +126,10 @@ pub struct ConnRepr {
     pub ext_offer: u32,
     /// The second reserved u32 at 0x90 (extension parameter).
     pub ext_param: u32,
+    /// The third and fourth reserved u32s at 0x94/0x98, read as one u64 in the frame's byte
+    /// order: the sender's reliable-session identity (`crate::session`), 0 for none. Zero
+    /// from DragonFly, which never reads it.
+    pub session_id: u64,
 }
 
 impl ConnRepr {
@@ -138,6 +146,7 @@ impl ConnRepr {
             rnss: u32_at(ext, 0x80, o),
             ext_offer: u32_at(ext, 0x8C, o),
             ext_param: u32_at(ext, 0x90, o),
+            session_id: u64_at(ext, 0x94, o),
             peer_label: label_at(ext, 0xC4),
         })
     }
@@ -152,6 +161,7 @@ impl ConnRepr {
         put_u32(ext, 0x80, self.rnss, o);
         put_u32(ext, 0x8C, self.ext_offer, o);
         put_u32(ext, 0x90, self.ext_param, o);
+        put_u64(ext, 0x94, self.session_id, o);
         ext[0xC4..0xC4 + LABEL_SIZE].copy_from_slice(&self.peer_label.to_wire());
     }
 }
@@ -600,6 +610,7 @@ mod tests {
                     peer_label: Label::new("hub").unwrap(),
                     ext_offer: 5,
                     ext_param: 6,
+                    session_id: 0x0102_0304_0506_0708,
                 }),
             ),
             (Command::LnkSpan, Body::Span(span)),

@@ -48,6 +48,7 @@ pub mod crc;
 pub mod decode;
 pub mod encode;
 pub mod errcode;
+pub mod link;
 pub mod span;
 pub mod time;
 pub mod wire;

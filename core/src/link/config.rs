@@ -2,9 +2,9 @@
 
 use core::fmt;
 
+use crate::time::Duration;
 use crate::wire::body::ConnRepr;
 use crate::wire::MsgId;
-use crate::time::Duration;
 
 /// A set of link extensions, offered in [`ConnRepr::ext_offer`] (the reserved u32 at 0x8C of
 /// LNK_CONN, always zero from DragonFly).

@@ -1,0 +1,808 @@
+//! One DMSG link: transactions, LNK_CONN, keepalive and link loss over one byte stream.
+//!
+//! A [`Connection`] is a sans-IO state machine for one connected transport (a TCP stream in
+//! plaintext mode: no handshake, frames from the first byte, as DragonFly's daemon speaks with
+//! a `<ip>.none` peer). It owns the frame decoder and encoder, two transaction tables (ours
+//! and the peer's, keyed by msgid), our and the peer's LNK_CONN transactions, the keepalive
+//! timers and a bounded output queue. It never allocates, never touches a socket or a clock,
+//! and every table has a compile-time bound. The full rules are in `spec/LINK.md`.
+//!
+//! # The drive contract
+//!
+//! Inputs are `handle_*` calls that take the current time; outputs are pulled with `poll_*`.
+//! After **any** input (bytes, a timeout, a command you issued), do all three, in this order:
+//!
+//! 1. **transmit**: call [`poll_transmit`](Connection::poll_transmit) until it returns 0 and
+//!    write what it gives you to the transport, in order;
+//! 2. **events**: call [`poll_event`](Connection::poll_event) until it returns `None`. An event
+//!    borrows the connection (its aux data lives in an internal buffer until the next call),
+//!    so copy out what you need, then issue commands; commands queue bytes, so go back to 1
+//!    whenever you issued any;
+//! 3. **timer**: take [`poll_timeout`](Connection::poll_timeout) and call
+//!    [`handle_timeout`](Connection::handle_timeout) when that instant has passed (calling it
+//!    early or twice is harmless).
+//!
+//! [`handle_input`](Connection::handle_input) consumes only as much input as it can turn into
+//! events and answers without overrunning its bounds: it stops after a frame whose event must
+//! be polled first, and while the output queue lacks room for the answers a frame may need.
+//! It returns the number of bytes used; keep the rest and feed it again after steps 1 and 2.
+//! The loop below always makes progress, and nothing received is lost:
+//!
+//! ```text
+//! loop {
+//!     let data = wait_for(socket readable, or the instant from conn.poll_timeout());
+//!     let now = clock();
+//!     match data {
+//!         Readable(mut input) => while !input.is_empty() {
+//!             let used = conn.handle_input(now, input);
+//!             input = &input[used..];
+//!             drain(&mut conn, now);              // steps 1 and 2
+//!         },
+//!         Eof | Error          => conn.handle_close(),
+//!         TimerFired           => conn.handle_timeout(now),
+//!     }
+//!     drain(&mut conn, now);
+//!     if conn.is_closed() && conn.pending_transmit() == 0 { break; } // then close the socket
+//! }
+//!
+//! fn drain(conn, now) {
+//!     loop {
+//!         while let n @ 1.. = conn.poll_transmit(now, &mut buf) { socket.write_all(&buf[..n]) }
+//!         let Some(event) = conn.poll_event() else { break };
+//!         react(event);                          // may call conn.open/send/reply/...
+//!     }
+//! }
+//! ```
+//!
+//! The same loop, runnable, with two connections wired back to back:
+//!
+//! ```
+//! use dmsg_core::link::{Connection, Event, LinkConfig, Outgoing};
+//! use dmsg_core::time::Instant;
+//! use dmsg_core::wire::{Command, Flags};
+//!
+//! type Link = Connection<{ 8 * 64 + 1024 }, 1024, 4096, 8>;
+//!
+//! /// Steps 1 and 2 of the contract for `conn`, with `wire` standing for its socket. A
+//! /// server's reaction is built in: answer every transaction with "ok" and close it.
+//! fn drain(conn: &mut Link, now: Instant, wire: &mut Vec<u8>, log: &mut Vec<String>) {
+//!     let mut buf = [0u8; 256];
+//!     loop {
+//!         loop {
+//!             let n = conn.poll_transmit(now, &mut buf);
+//!             if n == 0 { break; }
+//!             wire.extend_from_slice(&buf[..n]);
+//!         }
+//!         let mut answer = None;
+//!         match conn.poll_event() {
+//!             None => break,
+//!             Some(Event::Opened { txn, msg }) => {
+//!                 log.push(format!("opened {} {:?}", msg.command(), msg.aux));
+//!                 answer = Some(txn);
+//!             }
+//!             Some(Event::Message { msg, .. }) => log.push(format!("reply {:?}", msg.aux)),
+//!             Some(Event::Closed { error, .. }) => log.push(format!("closed error={error}")),
+//!             Some(_) => {}
+//!         }
+//!         if let Some(txn) = answer {
+//!             let ok = Outgoing::new(Command::DbgShell).with_aux(b"ok");
+//!             conn.send(now, txn, &ok, Flags::DELETE).unwrap();
+//!         }
+//!     }
+//! }
+//!
+//! /// Feeds everything in `input` to `conn`, following the contract.
+//! fn feed(conn: &mut Link, now: Instant, input: &mut Vec<u8>, wire: &mut Vec<u8>, log: &mut Vec<String>) {
+//!     let mut rest = &input[..];
+//!     while !rest.is_empty() {
+//!         let used = conn.handle_input(now, rest);
+//!         rest = &rest[used..];
+//!         drain(conn, now, wire, log);
+//!     }
+//!     input.clear();
+//! }
+//!
+//! let now = Instant::ZERO;
+//! let (mut a, mut b) = (
+//!     Link::new(now, &LinkConfig::default(), Default::default()).unwrap(),
+//!     Link::new(now, &LinkConfig::default(), Default::default()).unwrap(),
+//! );
+//! let (mut a_to_b, mut b_to_a, mut log) = (Vec::new(), Vec::new(), Vec::new());
+//! drain(&mut a, now, &mut a_to_b, &mut log); // each side's LNK_CONN
+//! drain(&mut b, now, &mut b_to_a, &mut log);
+//!
+//! let req = Outgoing::new(Command::DbgShell).with_aux(b"tree\0");
+//! let txn = a.open(now, &req, Flags::DELETE, None).unwrap(); // CREATE|DELETE: one-frame request
+//! for _ in 0..3 {
+//!     drain(&mut a, now, &mut a_to_b, &mut log);
+//!     feed(&mut b, now, &mut a_to_b, &mut b_to_a, &mut log);
+//!     feed(&mut a, now, &mut b_to_a, &mut a_to_b, &mut log);
+//! }
+//! assert!(log.contains(&"opened DBG_SHELL [116, 114, 101, 101, 0]".to_string()));
+//! assert!(log.contains(&"reply [111, 107]".to_string()));
+//! assert_eq!(log.iter().filter(|l| l.starts_with("closed")).count(), 2); // once per side
+//! assert_eq!(a.txn_state(txn), None);
+//! assert_eq!(a.stats().violations.total() + b.stats().violations.total(), 0);
+//! ```
+//!
+//! # Memory
+//!
+//! A `Connection<RX, AUX, TX, TXNS, C>` is one plain value (no pointers, `Clone + Eq + Hash`),
+//! so a model checker can copy and compare it, and a host can `Box` it. Its size is about
+//! `RX + AUX + TX + 2 * TXNS * 40 + 1.25 KiB` bytes (64-bit target):
+//!
+//! | parameter | what it bounds | cost |
+//! |---|---|---|
+//! | `RX` | decoder storage: the largest frame received | `RX` bytes; at least `align64(AUX) + 512` (8-block headers, e.g. LNK_VOLCONF); `align64(AUX) + 2048` accepts every header size |
+//! | `AUX` | largest aux payload accepted (larger: the link dies with a `FIELD` decode error) | `AUX` bytes (the event buffer) |
+//! | `TX` | output queue, encoded bytes | `TX` bytes; the largest frame the application can send is `TX - 128` |
+//! | `TXNS` | open transactions per table (ours and theirs each) | 40 bytes per entry, two tables |
+//! | `C` | the CRC-32C implementation | zero-sized; tables live in flash |
+//!
+//! The fixed part (about 1.25 KiB) holds the last received frame's parsed extended header
+//! (368 bytes), the peer's LNK_CONN (200), the counters (216), the decoder's and encoder's
+//! state, the remembered refusals and the timers. [`McuConnection`] (1 KiB aux, 8
+//! transactions) is 6,496 bytes; [`HostConnection`] (64 KiB aux, 256 transactions) 290,016
+//! bytes (both measured on x86_64; the `link_pair` test `mcu_config_is_small` prints them).
+
+mod cmd;
+pub mod config;
+mod error;
+pub mod event;
+mod outq;
+mod rx;
+mod stats;
+pub mod txn;
+
+pub use config::{Extensions, LinkConfig};
+pub use error::{ConfigError, SendError};
+pub use event::{CloseReason, Event, Received};
+pub use outq::CTL_RESERVE;
+pub use stats::{LinkStats, Violations};
+pub use txn::{Side, TxnEnd, TxnId, TxnState};
+
+use crate::crc::{Crc32c, DefaultCrc, SoftCrc32c1};
+use crate::decode::{Decoder, DecoderConfig};
+use crate::encode::Encoder;
+use crate::time::{Duration, Instant};
+use crate::wire::body::ConnRepr;
+use crate::wire::{align64, Body, Cmd, Command, Flags, HeaderRepr, MsgId, AUX_MAX, HDR_MAX_BLOCKS};
+
+use event::{Notice, Notices};
+use outq::OutQueue;
+use txn::{Actor, Step, Table, Tombstones};
+
+/// A link for a small MCU leaf: 1 KiB aux, 8-block headers, 2 KiB output queue, 8
+/// transactions per table, the 1 KiB-table CRC. 6,496 bytes.
+pub type McuConnection = Connection<{ 8 * 64 + 1024 }, 1024, 2048, 8, SoftCrc32c1>;
+
+/// A link for a host: 64 KiB aux, every header size, room for two maximal frames in the
+/// output queue, 256 transactions per table. 290,016 bytes: `Box` it.
+pub type HostConnection =
+    Connection<{ 32 * 64 + 65536 }, 65536, { 2 * (32 * 64 + 65536) }, 256, DefaultCrc>;
+
+// The aliases are valid on every target, and the MCU one stays well within its budget.
+const _: () = McuConnection::LAYOUT;
+const _: () = HostConnection::LAYOUT;
+const _: () = assert!(core::mem::size_of::<McuConnection>() < 7 * 1024);
+
+/// Where a link is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum LinkState {
+    /// Up (from construction on).
+    Open,
+    /// A clean shutdown is under way: no new transactions; open ones run to their end.
+    Closing,
+    /// Closed; only queued bytes (a clean shutdown's last DELETEs) may still come out.
+    Closed,
+}
+
+/// A frame to send: command, body, aux data and the `error` field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outgoing<'a> {
+    /// The command.
+    pub command: Command,
+    /// Its extended header ([`Body::None`] for commands without a structure).
+    pub body: &'a Body,
+    /// Aux data.
+    pub aux: &'a [u8],
+    /// The `error` header field (the result, in answers).
+    pub error: u32,
+}
+
+static NO_BODY: Body = Body::None;
+
+impl<'a> Outgoing<'a> {
+    /// `command` with no body, no aux data and error 0.
+    pub fn new(command: Command) -> Outgoing<'a> {
+        Outgoing {
+            command,
+            body: &NO_BODY,
+            aux: &[],
+            error: 0,
+        }
+    }
+
+    /// With this extended header.
+    pub fn with_body(self, body: &'a Body) -> Outgoing<'a> {
+        Outgoing { body, ..self }
+    }
+
+    /// With this aux data.
+    pub fn with_aux(self, aux: &'a [u8]) -> Outgoing<'a> {
+        Outgoing { aux, ..self }
+    }
+
+    /// With this `error` field.
+    pub fn with_error(self, error: u32) -> Outgoing<'a> {
+        Outgoing { error, ..self }
+    }
+}
+
+/// Our or the peer's LNK_CONN transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ConnTxn {
+    msgid: MsgId,
+    state: TxnState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Phase {
+    Open,
+    Closing { initiator: Side, deadline: Instant },
+    Closed { reason: CloseReason, reported: bool },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum RxKind {
+    Opened(TxnId),
+    Message(TxnId),
+    OneWay,
+}
+
+/// The received frame waiting to be reported (its body and aux live beside it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct RxEvent {
+    kind: RxKind,
+    header: HeaderRepr,
+}
+
+/// One DMSG link. See the [module docs](self) for the drive contract and memory costs.
+///
+/// - `RX`: decoder storage in bytes (at least `align64(AUX) + 512`).
+/// - `AUX`: largest aux payload received, in bytes (at most 1 MiB).
+/// - `TX`: output queue in bytes (at least 640).
+/// - `TXNS`: open transactions per table (ours and theirs).
+/// - `C`: the CRC-32C implementation.
+///
+/// Wrong sizes are compile-time errors (when `new` is instantiated).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Connection<
+    const RX: usize,
+    const AUX: usize,
+    const TX: usize,
+    const TXNS: usize,
+    C = DefaultCrc,
+> {
+    decoder: Decoder<[u8; RX], C>,
+    crc: C,
+    encoder: Encoder,
+    out: OutQueue<TX>,
+    ours: Table<TXNS>,
+    theirs: Table<TXNS>,
+    tombstones: Tombstones,
+    our_conn: ConnTxn,
+    peer_conn: Option<ConnTxn>,
+    peer_conn_repr: ConnRepr,
+    offer: Extensions,
+    extensions: Option<Extensions>,
+    phase: Phase,
+    notices: Notices,
+    rx: Option<RxEvent>,
+    rx_delivered: bool,
+    rx_body: Body,
+    aux: [u8; AUX],
+    aux_len: usize,
+    next_msgid: u64,
+    next_serial: u32,
+    last_rx: Instant,
+    last_tx: Instant,
+    ping_interval: Duration,
+    idle_timeout: Duration,
+    close_timeout: Duration,
+    max_violations: u64,
+    stats: LinkStats,
+}
+
+impl<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize, C>
+    Connection<RX, AUX, TX, TXNS, C>
+where
+    C: Crc32c + Clone,
+{
+    /// Compile-time checks of the sizes.
+    const LAYOUT: () = {
+        assert!(AUX <= AUX_MAX, "AUX exceeds the protocol's 1 MiB");
+        assert!(
+            RX >= align64(AUX) + 8 * 64,
+            "RX must hold an 8-block header plus AUX rounded up to 64"
+        );
+        assert!(
+            TX >= 6 * 64 + CTL_RESERVE + 128,
+            "TX must hold our LNK_CONN, the control reserve and a small frame"
+        );
+        assert!(
+            TXNS >= 1 && TXNS <= u16::MAX as usize,
+            "TXNS must be 1..=65535"
+        );
+    };
+
+    /// Largest extended header accepted, in blocks.
+    const HEADER_BLOCKS: u8 = {
+        let b = RX.saturating_sub(align64(AUX)) / 64;
+        if b > HDR_MAX_BLOCKS as usize {
+            HDR_MAX_BLOCKS
+        } else {
+            b as u8
+        }
+    };
+
+    /// Largest frame (header plus aligned aux) the application can queue.
+    pub const MAX_FRAME: usize = TX - CTL_RESERVE;
+
+    /// A connection on a freshly connected transport. Our LNK_CONN (CREATE, circuit 0) is
+    /// queued at once, so it is the first frame out, and [`Event::Connected`] is the first
+    /// event.
+    pub fn new(now: Instant, config: &LinkConfig, crc: C) -> Result<Self, ConfigError> {
+        let () = Self::LAYOUT;
+        if config.conn_msgid.0 == 0 {
+            return Err(ConfigError::ZeroConnMsgId);
+        }
+        let dcfg = DecoderConfig {
+            max_aux_bytes: AUX,
+            max_header_blocks: Self::HEADER_BLOCKS,
+            check_sequence: config.check_sequence,
+        };
+        let decoder = Decoder::new([0u8; RX], dcfg, crc.clone()).map_err(ConfigError::Decoder)?;
+        let offer = Extensions::from_bits_truncate(config.offer.bits());
+        let mut conn = Connection {
+            decoder,
+            crc,
+            encoder: Encoder::new(config.salt_seed),
+            out: OutQueue::new(),
+            ours: Table::new(),
+            theirs: Table::new(),
+            tombstones: Tombstones::new(),
+            our_conn: ConnTxn {
+                msgid: config.conn_msgid,
+                state: TxnState::NEW,
+            },
+            peer_conn: None,
+            peer_conn_repr: ConnRepr::default(),
+            offer,
+            extensions: None,
+            phase: Phase::Open,
+            notices: Notices::new(),
+            rx: None,
+            rx_delivered: false,
+            rx_body: Body::None,
+            aux: [0u8; AUX],
+            aux_len: 0,
+            next_msgid: config.msgid_base,
+            next_serial: 0,
+            last_rx: now,
+            last_tx: now,
+            ping_interval: config.ping_interval.max(Duration::from_millis(1)),
+            idle_timeout: config.idle_timeout,
+            close_timeout: config.close_timeout,
+            max_violations: config.max_violations,
+            stats: LinkStats::default(),
+        };
+        let body = ConnRepr {
+            ext_offer: offer.bits(),
+            ext_param: 0,
+            ..config.conn
+        };
+        let hdr = HeaderRepr::new(Cmd::new(Command::LnkConn, Flags::CREATE), config.conn_msgid);
+        conn.out
+            .push(&mut conn.encoder, &conn.crc, &hdr, &Body::Conn(body), &[])
+            .map_err(ConfigError::Encode)?;
+        conn.stats.frames_out += 1;
+        conn.stats.ctl_out += 1;
+        if let Step::Accept(s) = txn::step(TxnState::NEW, Actor::Local, Flags::CREATE) {
+            conn.our_conn.state = s;
+        }
+        let queued = conn.notices.push(Notice::Connected);
+        debug_assert!(queued);
+        Ok(conn)
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Inputs
+
+    /// Feeds received bytes; returns how many were used. Feed the rest again after draining
+    /// [`poll_transmit`](Self::poll_transmit) and [`poll_event`](Self::poll_event) (see the
+    /// drive contract). Returns 0 while an event is waiting to be polled or the output queue
+    /// lacks room for answers. After the link closed, all input is discarded (and counted).
+    #[must_use = "unused input must be fed again after draining transmit and events"]
+    pub fn handle_input(&mut self, now: Instant, input: &[u8]) -> usize {
+        if self.is_closed() {
+            self.stats.rx_bytes_discarded += input.len() as u64;
+            return input.len();
+        }
+        self.release_delivered();
+        let mut used = 0;
+        while used < input.len() && self.ready_for_input() {
+            let (n, frame) = match self.decoder.decode(&input[used..]) {
+                Ok(out) => {
+                    let aux_buf = &mut self.aux;
+                    let frame = out.frame.map(|f| {
+                        let aux = f.aux();
+                        let copied = match aux_buf.get_mut(..aux.len()) {
+                            Some(dst) => {
+                                dst.copy_from_slice(aux);
+                                aux.len()
+                            }
+                            None => 0, // the decoder limits aux to AUX bytes
+                        };
+                        (f.repr(), f.body(), copied)
+                    });
+                    (out.consumed, frame)
+                }
+                Err(e) => {
+                    self.stats.rx_bytes_discarded += (input.len() - used) as u64;
+                    self.die(CloseReason::Decode(e));
+                    return input.len();
+                }
+            };
+            used += n;
+            self.stats.bytes_in += n as u64;
+            self.last_rx = now;
+            match frame {
+                Some((hdr, body, aux_len)) => {
+                    let body = body.unwrap_or_else(|_| {
+                        self.stats.bad_bodies += 1;
+                        Body::None
+                    });
+                    self.on_frame(now, hdr, body, aux_len);
+                }
+                None if n == 0 => break,
+                None => {}
+            }
+            if self.is_closed() {
+                self.stats.rx_bytes_discarded += (input.len() - used) as u64;
+                return input.len();
+            }
+        }
+        used
+    }
+
+    /// Advances the timers: sends a keepalive LNK_PING when nothing was sent for
+    /// `ping_interval` (and the output queue is empty), declares the link dead after
+    /// `idle_timeout` without input, and ends a clean shutdown that overran `close_timeout`.
+    /// Calling it early, late or repeatedly is harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.is_closed() {
+            return;
+        }
+        if now >= self.last_rx + self.idle_timeout {
+            self.die(CloseReason::KeepaliveTimeout);
+            return;
+        }
+        if let Phase::Closing { deadline, .. } = self.phase {
+            if now >= deadline {
+                self.die(CloseReason::CloseTimeout);
+                return;
+            }
+        }
+        if self.out.is_empty() && now >= self.last_tx + self.ping_interval {
+            self.send_ctl(now, Cmd::new(Command::LnkPing, Flags::empty()), MsgId(0), 0);
+            self.stats.pings_out += 1;
+        }
+    }
+
+    /// The transport is gone (EOF, reset, or the caller dropped it). Every open transaction
+    /// is closed with LOSTLINK and the link reports [`CloseReason::TransportClosed`], unless a
+    /// clean shutdown already completed.
+    pub fn handle_close(&mut self) {
+        self.die(CloseReason::TransportClosed);
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Outputs
+
+    /// Copies queued bytes into `out`; returns how many (0 when nothing is queued). Call until
+    /// it returns 0 after every input.
+    #[must_use = "the returned bytes must be written to the transport"]
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> usize {
+        let n = self.out.pop(out);
+        if n > 0 {
+            self.stats.bytes_out += n as u64;
+            self.last_tx = now;
+        }
+        n
+    }
+
+    /// The next event, borrowing the connection until the next call (aux data stays in an
+    /// internal buffer until then). Call until `None` after every input.
+    #[must_use = "events must be handled"]
+    pub fn poll_event(&mut self) -> Option<Event<'_>> {
+        self.release_delivered();
+        if let Some(n) = self.notices.pop() {
+            return Some(match n {
+                Notice::Connected => Event::Connected,
+                Notice::PeerConn => Event::PeerConn {
+                    conn: &self.peer_conn_repr,
+                    extensions: self.extensions.unwrap_or_default(),
+                },
+                Notice::ConnAnswered(error) => Event::ConnAnswered { error },
+            });
+        }
+        if let Some(rx) = self.rx {
+            self.rx_delivered = true;
+            let msg = Received {
+                header: rx.header,
+                body: &self.rx_body,
+                aux: self.aux.get(..self.aux_len).unwrap_or(&[]),
+            };
+            return Some(match rx.kind {
+                RxKind::Opened(txn) => Event::Opened { txn, msg },
+                RxKind::Message(txn) => Event::Message { txn, msg },
+                RxKind::OneWay => Event::OneWay { msg },
+            });
+        }
+        for side in [Side::Ours, Side::Theirs] {
+            if let Some(slot) = self.table_mut(side).take_ended() {
+                let end = slot.end.unwrap_or(TxnEnd::LinkLost);
+                let error = match end {
+                    TxnEnd::LinkLost => crate::errcode::txn::LOSTLINK,
+                    TxnEnd::Completed | TxnEnd::Aborted => slot.error,
+                };
+                return Some(Event::Closed {
+                    txn: TxnId::new(side, slot.msgid, slot.serial),
+                    error,
+                    end,
+                });
+            }
+        }
+        if let Phase::Closed {
+            reason,
+            reported: false,
+        } = self.phase
+        {
+            self.phase = Phase::Closed {
+                reason,
+                reported: true,
+            };
+            return Some(Event::LinkClosed { reason });
+        }
+        None
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should be called next; `None` once the
+    /// link is closed.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = match self.phase {
+            Phase::Closed { .. } => return None,
+            _ => self.last_rx + self.idle_timeout,
+        };
+        if self.out.is_empty() {
+            t = t.min(self.last_tx + self.ping_interval);
+        }
+        if let Phase::Closing { deadline, .. } = self.phase {
+            t = t.min(deadline);
+        }
+        Some(t)
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Queries
+
+    /// Where the link is in its life.
+    pub fn state(&self) -> LinkState {
+        match self.phase {
+            Phase::Open => LinkState::Open,
+            Phase::Closing { .. } => LinkState::Closing,
+            Phase::Closed { .. } => LinkState::Closed,
+        }
+    }
+
+    /// True once the link is closed (commands fail, input is discarded).
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed { .. })
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &LinkStats {
+        &self.stats
+    }
+
+    /// Extensions on for this link; `None` until the peer's LNK_CONN arrived.
+    pub fn extensions(&self) -> Option<Extensions> {
+        self.extensions
+    }
+
+    /// The peer's LNK_CONN, once received.
+    pub fn peer_conn(&self) -> Option<&ConnRepr> {
+        self.peer_conn.map(|_| &self.peer_conn_repr)
+    }
+
+    /// msgid of our LNK_CONN transaction.
+    pub fn conn_msgid(&self) -> MsgId {
+        self.our_conn.msgid
+    }
+
+    /// Open (not finished) transactions opened by `side`, LNK_CONN not included.
+    pub fn open_transactions(&self, side: Side) -> usize {
+        self.table(side).live()
+    }
+
+    /// Table entries in use by `side`'s transactions: open ones plus finished ones whose
+    /// [`Event::Closed`] was not polled yet. Never more than `TXNS`.
+    pub fn table_entries(&self, side: Side) -> usize {
+        self.table(side).occupied()
+    }
+
+    /// State of an open transaction; `None` once finished or for a stale handle.
+    pub fn txn_state(&self, txn: TxnId) -> Option<TxnState> {
+        let t = self.table(txn.side());
+        t.find_handle(txn.msgid(), txn.serial())
+            .and_then(|i| t.get(i))
+            .map(|s| s.state)
+    }
+
+    /// Bytes queued for [`poll_transmit`](Self::poll_transmit).
+    pub fn pending_transmit(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Bytes the application can queue right now (the output queue's free space minus the
+    /// [`CTL_RESERVE`] kept for the connection's own answers).
+    pub fn send_capacity(&self) -> usize {
+        self.out.free().saturating_sub(CTL_RESERVE)
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Internals shared by the receive path and the commands
+
+    fn table(&self, side: Side) -> &Table<TXNS> {
+        match side {
+            Side::Ours => &self.ours,
+            Side::Theirs => &self.theirs,
+        }
+    }
+
+    fn table_mut(&mut self, side: Side) -> &mut Table<TXNS> {
+        match side {
+            Side::Ours => &mut self.ours,
+            Side::Theirs => &mut self.theirs,
+        }
+    }
+
+    /// Forgets the frame event handed out by the previous `poll_event`.
+    fn release_delivered(&mut self) {
+        if self.rx_delivered {
+            self.rx = None;
+            self.rx_delivered = false;
+            self.aux_len = 0;
+        }
+    }
+
+    fn has_pending_event(&self) -> bool {
+        !self.notices.is_empty()
+            || (self.rx.is_some() && !self.rx_delivered)
+            || self.ours.has_ended()
+            || self.theirs.has_ended()
+    }
+
+    /// Input is read one frame at a time, and only when that frame's event and answers
+    /// are sure to fit.
+    fn ready_for_input(&self) -> bool {
+        !self.has_pending_event() && self.out.free() >= CTL_RESERVE
+    }
+
+    fn take_serial(&mut self) -> u32 {
+        let s = self.next_serial;
+        self.next_serial = self.next_serial.wrapping_add(1);
+        s
+    }
+
+    /// Queues a frame the connection sends by itself (no body, no aux). The reserve makes
+    /// room certain; a failure would be a bug and is counted.
+    fn send_ctl(&mut self, now: Instant, cmd: Cmd, msgid: MsgId, error: u32) {
+        if self.is_closed() {
+            // A frame that killed the link (violation budget) gets no answer.
+            return;
+        }
+        let hdr = HeaderRepr {
+            error,
+            ..HeaderRepr::new(cmd, msgid)
+        };
+        match self
+            .out
+            .push(&mut self.encoder, &self.crc, &hdr, &Body::None, &[])
+        {
+            Ok(_) => {
+                self.stats.frames_out += 1;
+                self.stats.ctl_out += 1;
+                self.last_tx = now;
+            }
+            Err(_) => {
+                debug_assert!(false, "control reserve exhausted");
+                self.stats.ctl_dropped += 1;
+            }
+        }
+    }
+
+    /// Ends the link abnormally: every live transaction is lost (reported with LOSTLINK) and
+    /// queued bytes are dropped. No effect once closed.
+    fn die(&mut self, reason: CloseReason) {
+        if self.is_closed() {
+            return;
+        }
+        self.phase = Phase::Closed {
+            reason,
+            reported: false,
+        };
+        self.ours.lose_all();
+        self.theirs.lose_all();
+        self.stats.tx_bytes_discarded += self.out.clear() as u64;
+        debug_assert_eq!(self.ours.live() + self.theirs.live(), 0);
+    }
+
+    /// Starts (or continues) a clean shutdown: DELETE every LNK_CONN direction of ours that
+    /// is still open. At most two frames.
+    fn begin_shutdown(&mut self, now: Instant, initiator: Side) {
+        match self.phase {
+            Phase::Open => {
+                self.phase = Phase::Closing {
+                    initiator,
+                    deadline: now + self.close_timeout,
+                }
+            }
+            Phase::Closing { .. } => {}
+            Phase::Closed { .. } => return,
+        }
+        self.close_our_conn(now);
+        if let Some(mut pc) = self.peer_conn {
+            if !pc.state.is_finished() && pc.state.local != txn::Dir::Closed {
+                let mut flags = Flags::DELETE | Flags::REPLY | Flags::REVTRANS;
+                if pc.state.local == txn::Dir::Idle {
+                    flags |= Flags::CREATE;
+                }
+                self.send_ctl(now, Cmd::new(Command::LnkError, flags), pc.msgid, 0);
+                pc.state.local = txn::Dir::Closed;
+                self.peer_conn = Some(pc);
+            }
+        }
+        self.check_clean_close();
+    }
+
+    /// DELETEs our LNK_CONN direction if it is open (LNK_ERROR|DELETE, as DragonFly does).
+    fn close_our_conn(&mut self, now: Instant) {
+        if self.our_conn.state.local == txn::Dir::Open {
+            let msgid = self.our_conn.msgid;
+            self.send_ctl(now, Cmd::new(Command::LnkError, Flags::DELETE), msgid, 0);
+            self.our_conn.state.local = txn::Dir::Closed;
+        }
+    }
+
+    /// Completes a clean shutdown once both LNK_CONNs and every transaction are finished.
+    fn check_clean_close(&mut self) {
+        let Phase::Closing { initiator, .. } = self.phase else {
+            return;
+        };
+        let conns_done = self.our_conn.state.is_finished()
+            && self.peer_conn.is_none_or(|p| p.state.is_finished());
+        if conns_done && self.ours.live() == 0 && self.theirs.live() == 0 {
+            self.phase = Phase::Closed {
+                reason: match initiator {
+                    Side::Ours => CloseReason::LocalClose,
+                    Side::Theirs => CloseReason::PeerClosed,
+                },
+                reported: false,
+            };
+        }
+    }
+}

@@ -148,7 +148,7 @@ impl Encoder {
     }
 
     /// Writes the extended header into `ext` (exactly the header length), assigning the salt
-    /// and both CRCs.
+    /// and both CRCs (the header CRC only if `seal`).
     fn write_ext<C: Crc32c>(
         &mut self,
         crc: &C,
@@ -156,6 +156,7 @@ impl Encoder {
         body: &Body,
         aux: &[u8],
         ext: &mut [u8],
+        seal: bool,
     ) {
         ext.fill(0);
         let aux_crc = if aux.is_empty() {
@@ -173,8 +174,10 @@ impl Encoder {
         };
         repr.emit(&mut Header::new_unchecked(&mut ext[..], self.order));
         body.emit(ext, self.order);
-        let hdr_crc = crc.checksum(ext);
-        Header::new_unchecked(&mut ext[..], self.order).set_hdr_crc(hdr_crc);
+        if seal {
+            let hdr_crc = crc.checksum(ext);
+            Header::new_unchecked(&mut ext[..], self.order).set_hdr_crc(hdr_crc);
+        }
     }
 
     /// Encodes a whole frame into `out` and returns its length.
@@ -190,6 +193,33 @@ impl Encoder {
         aux: &[u8],
         out: &mut [u8],
     ) -> Result<usize, EncodeError> {
+        self.encode_inner(crc, header, body, aux, out, true)
+    }
+
+    /// [`Encoder::encode`] without the header CRC (`hdr_crc` is left 0), for a frame handed to
+    /// a layer that rewrites header fields and computes the header CRC when it sends the frame
+    /// (the reliable session, [`crate::session::Session::send`]). Saves one CRC pass over the
+    /// header; the aux CRC is computed as usual.
+    pub fn encode_unsealed<C: Crc32c>(
+        &mut self,
+        crc: &C,
+        header: &HeaderRepr,
+        body: &Body,
+        aux: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, EncodeError> {
+        self.encode_inner(crc, header, body, aux, out, false)
+    }
+
+    fn encode_inner<C: Crc32c>(
+        &mut self,
+        crc: &C,
+        header: &HeaderRepr,
+        body: &Body,
+        aux: &[u8],
+        out: &mut [u8],
+        seal: bool,
+    ) -> Result<usize, EncodeError> {
         let hlen = Self::validate(header, body, aux)?;
         let total = hlen + align64(aux.len());
         if out.len() < total {
@@ -198,7 +228,7 @@ impl Encoder {
                 available: out.len(),
             });
         }
-        self.write_ext(crc, header, body, aux, &mut out[..hlen]);
+        self.write_ext(crc, header, body, aux, &mut out[..hlen], seal);
         out[hlen..hlen + aux.len()].copy_from_slice(aux);
         out[hlen + aux.len()..total].fill(0);
         Ok(total)
@@ -215,7 +245,7 @@ impl Encoder {
     ) -> Result<FrameWriter<'a>, EncodeError> {
         let hlen = Self::validate(header, body, aux)?;
         let mut ext = [0u8; HDR_MAX];
-        self.write_ext(crc, header, body, aux, &mut ext[..hlen]);
+        self.write_ext(crc, header, body, aux, &mut ext[..hlen], true);
         Ok(FrameWriter {
             ext,
             header_len: hlen,

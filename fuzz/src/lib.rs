@@ -1,14 +1,16 @@
-//! Fuzz targets for dmsg-core's codec (see `README.md`).
+//! Fuzz targets for dmsg-core's codec and link layer (see `README.md`).
 //!
 //! The invariants live in [`invariants`] so that `tests/tests/regressions.rs` can replay
 //! crash inputs without libFuzzer; this file adds only the `arbitrary` input type of the
 //! `roundtrip` target.
 
+pub mod connection;
 pub mod invariants;
 
 use arbitrary::Arbitrary;
 use dmsg_core::wire::{Body, HeaderRepr};
 
+pub use connection::check_connection;
 pub use invariants::{check_decode_bytes, check_roundtrip, RoundtripCase};
 
 /// At most this many frames per `roundtrip` input.

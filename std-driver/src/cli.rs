@@ -9,7 +9,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{Read, Write};
 
-use crate::{decode_cmd, exit};
+use crate::{decode_cmd, exit, shell_cmd};
 
 /// The standard streams a subcommand uses (the real ones in `main`, buffers in tests).
 pub struct Io<'a> {
@@ -19,6 +19,9 @@ pub struct Io<'a> {
     pub stdout: &'a mut dyn Write,
     /// Standard error.
     pub stderr: &'a mut dyn Write,
+    /// Standard input is a terminal (interactive commands such as `dmsg shell` then read it
+    /// line by line as typed).
+    pub interactive: bool,
 }
 
 /// One subcommand of `dmsg`.
@@ -32,11 +35,23 @@ pub struct Subcommand {
 }
 
 /// Every subcommand, in the order the help lists them.
-pub const SUBCOMMANDS: &[Subcommand] = &[Subcommand {
-    name: "decode",
-    summary: "print the frames of a captured DMSG byte stream (raw or hex), checking every CRC",
-    run: decode_cmd::main,
-}];
+pub const SUBCOMMANDS: &[Subcommand] = &[
+    Subcommand {
+        name: "decode",
+        summary: "print the frames of a captured DMSG byte stream (raw or hex), checking every CRC",
+        run: decode_cmd::main,
+    },
+    Subcommand {
+        name: "shell",
+        summary: "talk to a node's debug shell (DragonFly's hammer2 service or a dmsg node)",
+        run: shell_cmd::shell_main,
+    },
+    Subcommand {
+        name: "tree",
+        summary: "print the span tree a node knows, as text or Graphviz DOT (--dot)",
+        run: shell_cmd::tree_main,
+    },
+];
 
 /// The top-level help text.
 pub fn help() -> String {
@@ -224,6 +239,37 @@ impl<'a> ArgReader<'a> {
     }
 }
 
+/// Reads a duration: a number with a unit `ms`, `s` or `m` (`500ms`, `2s`, `1.5s`, `1m`);
+/// a bare number is seconds.
+///
+/// ```
+/// use std::time::Duration;
+/// use dmsg_std::cli::parse_duration;
+/// assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+/// assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+/// assert!(parse_duration("soon").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v * scale <= 86_400.0 => {
+            Ok(std::time::Duration::from_secs_f64(v * scale))
+        }
+        _ => Err(format!(
+            "'{text}' is not a duration such as 500ms, 2s or 1m (at most a day)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,5 +309,6 @@ mod tests {
             assert!(h.contains(c.name));
         }
         assert!(!h.contains("hub"));
+        assert!(h.contains("shell") && h.contains("tree"));
     }
 }

@@ -8,14 +8,38 @@
 //! - [`render`]: the text and JSON output of `dmsg decode`.
 //! - [`hexin`]: reading input that is raw bytes or hex text.
 //! - [`json`]: the small JSON writer behind `--json`.
+//! - [`shell_cmd`]: `dmsg shell` and `dmsg tree`.
+//!
+//! The std runtime for the core, reusable by later subcommands (a node runtime for `hub`,
+//! `leaf`, ...):
+//! - [`link`]: one core `Connection` over a `TcpStream` on its own threads, with a
+//!   `Send + Clone` [`link::LinkHandle`] for commands and an events channel.
+//! - [`reader`]: the socket reader thread and its backpressure gate.
+//! - [`connector`]: connects with exponential backoff and jitter, and a supervisor that
+//!   reconnects a link after every loss.
+//! - [`net`]: addresses (`HOST[:PORT]`, default port 987) and connect errors that say what to
+//!   check.
+//! - [`clock`]: the core's clock from `std::time::Instant`, and an interruptible sleep.
+//! - [`shell`]: the debug-shell client (DBG_SHELL as DragonFly's `hammer2 shell` sends it).
+//! - [`tree`]: the span tree text parsed and converted to Graphviz DOT.
+//! - [`logging`]: `log` + `env_logger` set up from `-v` counts.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod clock;
+pub mod connector;
 pub mod decode_cmd;
 pub mod hexin;
 pub mod json;
+pub mod link;
+pub mod logging;
+pub mod net;
+pub mod reader;
 pub mod render;
+pub mod shell;
+pub mod shell_cmd;
+pub mod tree;
 
 /// Exit codes of the `dmsg` program.
 pub mod exit {
@@ -25,4 +49,8 @@ pub mod exit {
     pub const BAD_STREAM: u8 = 1;
     /// Usage error, or the input could not be read.
     pub const USAGE: u8 = 2;
+    /// The peer could not be reached, or the connection was lost.
+    pub const NETWORK: u8 = 3;
+    /// The peer did not answer in time.
+    pub const TIMEOUT: u8 = 4;
 }

@@ -66,7 +66,9 @@ fn json_lines(o: &Output) -> Vec<Value> {
 
 /// Writes `contents` to a fresh file under the test's temporary directory.
 fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("decode_cli");
+    // Per process, so concurrent runs of this binary do not rewrite each other's files.
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("decode_cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap();

@@ -1,0 +1,350 @@
+//! The async runner: one TCP connection to the hub at a time, reconnecting with backoff.
+
+use core::future::{pending as never, poll_fn, Future};
+use core::pin::{pin, Pin};
+
+use dmsg_core::link::SendError;
+use dmsg_core::time::{Duration, Instant};
+use embassy_futures::select::{select, select4, Either, Either4};
+use embassy_net::tcp::{self, TcpSocket};
+use embassy_net::Stack;
+use embassy_sync::blocking_mutex::raw::RawMutex;
+use embassy_time::{with_timeout, Timer};
+
+use crate::backoff::{Backoff, BackoffConfig};
+use crate::binding::{ConfigError, CoreLink, Leaf, LeafConnection, Polled};
+use crate::types::{Channels, Down, LeafConfig, LeafEvent};
+
+/// The current time as the core counts it: microseconds of `embassy_time::Instant::now()`.
+pub fn now() -> Instant {
+    Instant::from_micros(embassy_time::Instant::now().as_micros())
+}
+
+/// The first embassy-time tick at or after `t` (so a timer never fires before the core's
+/// deadline, which would only cost a wasted wake-up); `Instant::MAX` when out of range.
+pub fn to_embassy_instant(t: Instant) -> embassy_time::Instant {
+    let micros = t.as_micros();
+    match embassy_time::Instant::try_from_micros(micros) {
+        Some(i) if i.as_micros() >= micros => i,
+        Some(i) => embassy_time::Instant::from_ticks(i.as_ticks().saturating_add(1)),
+        None => embassy_time::Instant::MAX,
+    }
+}
+
+/// `d` in embassy-time's units, saturating at one year (far beyond any setting that makes
+/// sense, and safe from overflow at every tick rate).
+pub fn to_embassy_duration(d: Duration) -> embassy_time::Duration {
+    const YEAR_US: u64 = 365 * 24 * 3600 * 1_000_000;
+    embassy_time::Duration::from_micros(d.as_micros().min(YEAR_US))
+}
+
+/// The leaf's runner: owns the connection state and drives it over a [`TcpSocket`] on any
+/// embassy-net [`Stack`] (the stack is independent of the network driver).
+///
+/// - `M`: the channels' mutex ([`NoopRawMutex`](embassy_sync::blocking_mutex::raw::NoopRawMutex)
+///   when the application runs on the same executor, `CriticalSectionRawMutex` otherwise);
+/// - `A`, `NC`, `NE`: see [`Channels`];
+/// - `L`: the core link, by default [`LeafConnection`] (1 KiB aux in, 8 transactions per
+///   side, 1 KiB output queue, the 1 KiB-table CRC); `dmsg_core::link::McuConnection` has a
+///   2 KiB output queue, for leaves that send 1 KiB of aux.
+///
+/// The runner holds the connection (about 6 KiB with `LeafConnection` on a 32-bit MCU): keep
+/// it in a `StaticCell` and give its task a `&'static mut Runner`, since an `async fn`
+/// argument is stored twice in the task's future.
+pub struct Runner<'d, M, const A: usize, const NC: usize, const NE: usize, L = LeafConnection>
+where
+    M: RawMutex,
+    L: CoreLink,
+{
+    stack: Stack<'d>,
+    config: &'d LeafConfig<'d>,
+    channels: &'d Channels<M, A, NC, NE>,
+    socket_rx: &'d mut [u8],
+    socket_tx: &'d mut [u8],
+    leaf: Option<Leaf<L, A>>,
+    backoff: Backoff,
+    connections: u32,
+    seed: u32,
+}
+
+impl<'d, M, const A: usize, const NC: usize, const NE: usize, L> Runner<'d, M, A, NC, NE, L>
+where
+    M: RawMutex,
+    L: CoreLink,
+{
+    /// A runner for the leaf `config`, talking to the application over `channels`, with the
+    /// TCP socket's receive and transmit buffers `socket_rx` and `socket_tx` (a few KiB each;
+    /// the transmit buffer should hold at least one maximal frame). `seed` replaces
+    /// `config.backoff.seed`: take it from a hardware RNG, so `config` can be a `static` in
+    /// flash and still every device retries at its own moments.
+    ///
+    /// Fails if a label in `config` is too long or contains a NUL byte.
+    pub fn new(
+        stack: Stack<'d>,
+        config: &'d LeafConfig<'d>,
+        channels: &'d Channels<M, A, NC, NE>,
+        socket_rx: &'d mut [u8],
+        socket_tx: &'d mut [u8],
+        seed: u32,
+    ) -> Result<Self, ConfigError> {
+        Leaf::<L, A>::check(config)?;
+        let backoff = BackoffConfig {
+            seed,
+            ..config.backoff
+        };
+        Ok(Runner {
+            stack,
+            config,
+            channels,
+            socket_rx,
+            socket_tx,
+            leaf: None,
+            backoff: Backoff::new(backoff),
+            connections: 0,
+            seed,
+        })
+    }
+
+    /// The current (or last) connection's leaf state, e.g. for its counters.
+    pub fn leaf(&self) -> Option<&Leaf<L, A>> {
+        self.leaf.as_ref()
+    }
+
+    /// Runs forever: waits for the network, connects, drives the link until it dies, backs
+    /// off, and again. Spawn it in its own task.
+    pub async fn run(&mut self) -> ! {
+        let ch = self.channels;
+        let cfg = self.config;
+        loop {
+            offline(ch, pin!(self.stack.wait_config_up())).await;
+            let salt = self.seed ^ self.connections.wrapping_mul(0x9E37_79B9);
+            self.connections = self.connections.wrapping_add(1);
+
+            let mut socket = TcpSocket::new(self.stack, self.socket_rx, self.socket_tx);
+            socket.set_nagle_enabled(false);
+            info!("dmsg: connecting");
+            debug!("dmsg: hub {:?}", cfg.hub);
+            let mut connected = None;
+            {
+                let timeout = to_embassy_duration(cfg.connect_timeout);
+                let connect = async {
+                    connected = Some(with_timeout(timeout, socket.connect(cfg.hub)).await);
+                };
+                offline(ch, pin!(connect)).await;
+            }
+            let clean = match connected {
+                Some(Ok(Ok(()))) => {
+                    info!("dmsg: connected");
+                    session(
+                        &mut socket,
+                        &mut self.leaf,
+                        cfg,
+                        ch,
+                        salt,
+                        &mut self.backoff,
+                    )
+                    .await
+                }
+                Some(Ok(Err(e))) => {
+                    warn!("dmsg: connect failed");
+                    debug!("dmsg: {:?}", e);
+                    let _ = ch.events.try_send(LeafEvent::Down(Down::Connect(e)));
+                    false
+                }
+                _ => {
+                    warn!("dmsg: connect timed out");
+                    let _ = ch.events.try_send(LeafEvent::Down(Down::ConnectTimeout));
+                    false
+                }
+            };
+            if clean {
+                socket.close();
+            } else {
+                socket.abort();
+            }
+            // Let the FIN or RST out before the socket is dropped.
+            {
+                let linger = async {
+                    let _ = with_timeout(embassy_time::Duration::from_millis(500), socket.flush())
+                        .await;
+                };
+                offline(ch, pin!(linger)).await;
+            }
+            drop(socket);
+
+            let delay = self.backoff.next_delay();
+            info!("dmsg: reconnecting in {} ms", delay.as_millis());
+            offline(ch, pin!(Timer::after(to_embassy_duration(delay)))).await;
+        }
+    }
+}
+
+/// Runs `fut` while the link is down, refusing every command with [`SendError::Closed`].
+/// (One instance for every wait: `dyn` keeps the code small.)
+async fn offline<M, const A: usize, const NC: usize, const NE: usize>(
+    ch: &Channels<M, A, NC, NE>,
+    mut fut: Pin<&mut dyn Future<Output = ()>>,
+) where
+    M: RawMutex,
+{
+    loop {
+        match select(fut.as_mut(), ch.commands.receive()).await {
+            Either::First(()) => return,
+            Either::Second(cmd) => {
+                if let Some(ev) = cmd.outcome(Err(SendError::Closed)) {
+                    let _ = ch.events.try_send(ev);
+                }
+            }
+        }
+    }
+}
+
+/// Writes everything the leaf has queued to the socket (step 1 of the drive contract).
+async fn flush<L: CoreLink, const A: usize>(
+    socket: &mut TcpSocket<'_>,
+    leaf: &mut Leaf<L, A>,
+) -> Result<(), tcp::Error> {
+    while leaf.pending_transmit() > 0 {
+        let t = now();
+        socket
+            .write_with(|buf| (leaf.poll_transmit(t, buf), ()))
+            .await?;
+    }
+    Ok(())
+}
+
+/// One connection's life, following the drive contract of `dmsg_core::link`: after every
+/// input (bytes, a timeout, a command) transmit everything, then take the events one at a
+/// time (transmitting again after each, since the leaf may answer by itself), then wait for
+/// the next input. Input is read only when no event is waiting for the application, so the
+/// bytes stay in the socket's buffer (and TCP's window closes) while the application is busy.
+///
+/// Returns once the link closed and the application got [`LeafEvent::Down`]; true if the
+/// link closed cleanly.
+async fn session<M, L, const A: usize, const NC: usize, const NE: usize>(
+    socket: &mut TcpSocket<'_>,
+    slot: &mut Option<Leaf<L, A>>,
+    cfg: &LeafConfig<'_>,
+    ch: &Channels<M, A, NC, NE>,
+    salt: u32,
+    backoff: &mut Backoff,
+) -> bool
+where
+    M: RawMutex,
+    L: CoreLink,
+{
+    let leaf = match Leaf::new(now(), cfg, salt) {
+        Ok(leaf) => slot.insert(leaf),
+        Err(e) => {
+            error!("dmsg: cannot start a link");
+            debug!("dmsg: {:?}", e);
+            return false;
+        }
+    };
+    let mut pending: Option<LeafEvent<A>> = None;
+    loop {
+        // 1 and 2: transmit; take events until one waits for the application.
+        if flush(socket, leaf).await.is_err() {
+            leaf.handle_close();
+        }
+        while pending.is_none() {
+            match leaf.poll(now(), cfg) {
+                Polled::Event(ev) => {
+                    if let LeafEvent::PeerConn { .. } = ev {
+                        backoff.reset();
+                    }
+                    pending = Some(ev);
+                }
+                Polled::Handled => {
+                    if flush(socket, leaf).await.is_err() {
+                        leaf.handle_close();
+                    }
+                }
+                Polled::Idle => break,
+            }
+        }
+
+        // 3: wait for the application, a command, input or the core's timer.
+        let deadline = leaf.poll_timeout();
+        let waiting = pending.is_some();
+        let step = select4(
+            async {
+                if waiting {
+                    poll_fn(|cx| ch.events.poll_ready_to_send(cx)).await
+                } else {
+                    never().await
+                }
+            },
+            async {
+                if waiting {
+                    never().await
+                } else {
+                    ch.commands.receive().await
+                }
+            },
+            async {
+                if waiting || leaf.is_closed() {
+                    never().await
+                } else {
+                    socket
+                        .read_with(|buf| {
+                            let used = leaf.handle_input(now(), buf);
+                            (used, used)
+                        })
+                        .await
+                }
+            },
+            async {
+                match deadline {
+                    Some(t) => Timer::at(to_embassy_instant(t)).await,
+                    None => never().await,
+                }
+            },
+        )
+        .await;
+
+        match step {
+            Either4::First(()) => {
+                if let Some(ev) = pending.take() {
+                    let down = match ev {
+                        LeafEvent::Down(Down::Link(reason)) => {
+                            debug!("dmsg: link closed: {:?}", reason);
+                            Some(reason.is_clean())
+                        }
+                        _ => None,
+                    };
+                    // Room was there a moment ago and the runner is the only sender.
+                    if let Err(embassy_sync::channel::TrySendError::Full(ev)) =
+                        ch.events.try_send(ev)
+                    {
+                        pending = Some(ev);
+                    } else if let Some(clean) = down {
+                        info!("dmsg: link down");
+                        return clean;
+                    }
+                }
+            }
+            Either4::Second(cmd) => {
+                let mut res = leaf.command(now(), &cmd);
+                if let Err(SendError::WouldBlock { .. }) = res {
+                    // The output queue is full: empty it into the socket and try once more
+                    // (an empty queue has room for any frame that is not TooLarge).
+                    if flush(socket, leaf).await.is_err() {
+                        leaf.handle_close();
+                    }
+                    res = leaf.command(now(), &cmd);
+                }
+                if let Err(e) = res {
+                    debug!("dmsg: command refused: {:?}", e);
+                }
+                pending = cmd.outcome(res);
+            }
+            Either4::Third(Ok(used)) => trace!("dmsg: {} bytes in", used),
+            Either4::Third(Err(_)) => {
+                info!("dmsg: connection closed by the hub");
+                leaf.handle_close();
+            }
+            Either4::Fourth(()) => leaf.handle_timeout(now()),
+        }
+    }
+}

@@ -2,10 +2,12 @@
 //!
 //! Plain: `Encoder::encode` -> `Decoder::decode`, per frame.
 //! Session: `Encoder::encode_unsealed` (the session computes the header CRC when it sends)
-//! -> `Session::send` -> `poll_transmit` -> `Decoder::decode` ->
-//! `Session::on_frame` at the peer, and the peer's ACK back (one per window) through the
-//! same path. After criterion's runs, a plain timing loop prints the throughput ratio
-//! (session / plain) and the memory of one session.
+//! straight into the retransmit window with `Session::send_with` -> `poll_transmit` ->
+//! `Decoder::decode` -> `Session::on_frame` at the peer, and the peer's ACK back (one per
+//! window) through the same path. Two older variants encode into a buffer first and copy it
+//! in with `Session::send` (unsealed, and sealed: a wasted header CRC). After criterion's
+//! runs, a plain timing loop prints the throughput ratios (session / plain) and the memory of
+//! one session.
 //!
 //! `cargo bench -p dmsg-core --bench session`
 
@@ -16,7 +18,7 @@ use criterion::{Criterion, Throughput};
 use dmsg_core::crc::DefaultCrc;
 use dmsg_core::decode::{Decoder, DecoderConfig};
 use dmsg_core::encode::Encoder;
-use dmsg_core::session::{DefaultSession, McuSession, SessionConfig, Verdict};
+use dmsg_core::session::{DefaultSession, McuSession, Reserve, SessionConfig, Verdict};
 use dmsg_core::time::{Duration, Instant};
 use dmsg_core::wire::{Body, Cmd, Command, Flags, HeaderRepr, MsgId};
 
@@ -63,6 +65,17 @@ impl Plain {
     }
 }
 
+/// How A's frames get into its session.
+#[derive(Clone, Copy)]
+enum Feed {
+    /// `send_with`: encoded (unsealed) straight into the window.
+    Direct,
+    /// `encode_unsealed` into a buffer, then `send` copies it.
+    Copy,
+    /// `encode` (with a header CRC the session recomputes) into a buffer, then `send`.
+    Sealed,
+}
+
 /// Two sessions and a decoder each way.
 struct Pair {
     a: Sess,
@@ -73,12 +86,11 @@ struct Pair {
     frame: Vec<u8>,
     wire: Vec<u8>,
     now: Instant,
-    /// Encode with the header CRC (wasted: the session recomputes it).
-    sealed: bool,
+    feed: Feed,
 }
 
 impl Pair {
-    fn new(sealed: bool) -> Pair {
+    fn new(feed: Feed) -> Pair {
         let crc = DefaultCrc::default();
         let mut a = Sess::new(SessionConfig::default(), crc);
         let mut b = Sess::new(SessionConfig::default(), crc);
@@ -102,7 +114,7 @@ impl Pair {
             frame: vec![0u8; 4096],
             wire: vec![0u8; 16 * 1024],
             now: Instant::ZERO,
-            sealed,
+            feed,
         }
     }
 
@@ -114,16 +126,30 @@ impl Pair {
         while i < n {
             // Fill the window.
             while i < n {
-                let len = if self.sealed {
-                    self.enc
-                        .encode(&crc, &header(i), &Body::None, aux, &mut self.frame)
-                } else {
-                    // The session computes the header CRC when it sends: skip it here.
-                    self.enc
-                        .encode_unsealed(&crc, &header(i), &Body::None, aux, &mut self.frame)
-                }
-                .unwrap();
-                if self.a.send(self.now, &self.frame[..len]).is_err() {
+                let h = header(i);
+                let sent = match self.feed {
+                    Feed::Direct => {
+                        let enc = &mut self.enc;
+                        let len = h.header_len() + dmsg_core::wire::align64(aux.len());
+                        self.a
+                            .send_with(self.now, len, Reserve::NONE, |buf| {
+                                enc.encode_unsealed(&crc, &h, &Body::None, aux, buf)
+                            })
+                            .is_ok()
+                    }
+                    Feed::Copy | Feed::Sealed => {
+                        let len = if matches!(self.feed, Feed::Sealed) {
+                            self.enc.encode(&crc, &h, &Body::None, aux, &mut self.frame)
+                        } else {
+                            // The session computes the header CRC when it sends: skip it here.
+                            self.enc
+                                .encode_unsealed(&crc, &h, &Body::None, aux, &mut self.frame)
+                        }
+                        .unwrap();
+                        self.a.send(self.now, &self.frame[..len]).is_ok()
+                    }
+                };
+                if !sent {
                     break;
                 }
                 i += 1;
@@ -170,11 +196,15 @@ fn bench(c: &mut Criterion) {
         g.bench_function("plain_encode_decode", |b| {
             b.iter(|| black_box(plain.run(BATCH, &aux)))
         });
-        let mut pair = Pair::new(false);
+        let mut pair = Pair::new(Feed::Direct);
+        g.bench_function("session_send_with_transmit_decode_ack", |b| {
+            b.iter(|| black_box(pair.run(BATCH, &aux)))
+        });
+        let mut pair = Pair::new(Feed::Copy);
         g.bench_function("session_send_transmit_decode_ack", |b| {
             b.iter(|| black_box(pair.run(BATCH, &aux)))
         });
-        let mut pair = Pair::new(true);
+        let mut pair = Pair::new(Feed::Sealed);
         g.bench_function("session_sealed_encode", |b| {
             b.iter(|| black_box(pair.run(BATCH, &aux)))
         });
@@ -206,16 +236,19 @@ fn report() {
     for aux_len in AUX_SIZES {
         let aux = vec![0x5Au8; aux_len];
         let mut plain = Plain::new();
-        let mut pair = Pair::new(false);
-        let mut sealed = Pair::new(true);
-        let [p, s, s2] = rates(&mut [
+        let mut direct = Pair::new(Feed::Direct);
+        let mut copy = Pair::new(Feed::Copy);
+        let mut sealed = Pair::new(Feed::Sealed);
+        let [p, d, s, s2] = rates(&mut [
             &mut |n| plain.run(n, &aux),
-            &mut |n| pair.run(n, &aux),
+            &mut |n| direct.run(n, &aux),
+            &mut |n| copy.run(n, &aux),
             &mut |n| sealed.run(n, &aux),
         ]);
         println!(
-            "  aux {aux_len:>4} B: plain {p:>10.0}/s  session {s:>10.0}/s  ratio {:.2}   \
-             (with a wasted sealed encode: {s2:>10.0}/s, ratio {:.2})",
+            "  aux {aux_len:>4} B: plain {p:>10.0}/s  send_with {d:>10.0}/s ratio {:.2}  \
+             send (copy) {s:>10.0}/s ratio {:.2}  sealed+send {s2:>10.0}/s ratio {:.2}",
+            d / p,
             s / p,
             s2 / p
         );

@@ -5,11 +5,11 @@ use crate::crc::Crc32c;
 use crate::encode::EncodeError;
 use crate::errcode::txn as err;
 use crate::time::Instant;
-use crate::wire::{Body, Circuit, Cmd, Command, Flags, HeaderRepr, MsgId};
+use crate::wire::{Body, Circuit, Cmd, Command, Flags, HeaderRepr, MsgId, HDR_MAX_BLOCKS};
 
 use super::outq::{wire_len, CTL_RESERVE};
 use super::txn::{self, Actor, Dir, Slot, Step, TxnEnd};
-use super::{Connection, Outgoing, Phase, SendError, Side, TxnId, TxnState};
+use super::{Connection, Outgoing, Phase, SendError, SessionSlot, Side, TxnId, TxnState};
 
 /// The flags an application may give; the connection sets CREATE, REPLY, REVTRANS and
 /// REVCIRC itself.
@@ -23,10 +23,11 @@ fn check_flags(flags: Flags) -> Result<Flags, SendError> {
     }
 }
 
-impl<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize, C>
-    Connection<RX, AUX, TX, TXNS, C>
+impl<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize, C, S>
+    Connection<RX, AUX, TX, TXNS, C, S>
 where
     C: Crc32c + Clone,
+    S: SessionSlot<C>,
 {
     /// Opens a transaction: sends `msg` with CREATE (plus `flags`: DELETE for a one-frame
     /// request, ABORT for a non-blocking one). `circuit` is the open transaction (typically
@@ -62,7 +63,7 @@ where
             error: msg.error,
             ..HeaderRepr::new(Cmd::new(msg.command, wire_flags), msgid)
         };
-        self.push_app(now, &hdr, msg.body, msg.aux)?;
+        self.push_app(now, &hdr, msg)?;
         // Committed: the frame is queued.
         self.next_msgid = next_msgid;
         let Step::Accept(state) = txn::step(TxnState::NEW, Actor::Local, flags) else {
@@ -80,6 +81,7 @@ where
             aborted: flags.contains(Flags::ABORT | Flags::DELETE),
             error: 0,
             end: None,
+            tag: 0,
         };
         if self.ours.insert(slot).is_none() {
             debug_assert!(false, "checked is_full");
@@ -127,7 +129,7 @@ where
             error: msg.error,
             ..HeaderRepr::new(Cmd::new(msg.command, wire_flags), slot.msgid)
         };
-        self.push_app(now, &hdr, msg.body, msg.aux)?;
+        self.push_app(now, &hdr, msg)?;
         // Committed.
         let mut s = slot;
         s.state = next;
@@ -191,7 +193,7 @@ where
             error: msg.error,
             ..HeaderRepr::new(Cmd::new(msg.command, flags), MsgId(0))
         };
-        self.push_app(now, &hdr, msg.body, msg.aux)?;
+        self.push_app(now, &hdr, msg)?;
         self.stats.one_way_out += 1;
         Ok(())
     }
@@ -256,19 +258,35 @@ where
         (MsgId(m), m.wrapping_add(1))
     }
 
-    /// Queues an application frame, keeping [`CTL_RESERVE`] free.
+    /// Queues an application frame, keeping [`CTL_RESERVE`] free. A frame with an opaque
+    /// extended header (`msg.ext`) gets the header size that carries it.
     fn push_app(
         &mut self,
         now: Instant,
         hdr: &HeaderRepr,
-        body: &Body,
-        aux: &[u8],
+        msg: &Outgoing<'_>,
     ) -> Result<(), SendError> {
+        let (body, aux, ext) = (msg.body, msg.aux, msg.ext);
+        let mut hdr = *hdr;
+        if !ext.is_empty() {
+            let command = hdr.cmd.command();
+            let blocks = 1 + ext.len().div_ceil(64);
+            if !matches!(body, Body::None)
+                || command.struct_len().is_some()
+                || blocks > HDR_MAX_BLOCKS as usize
+            {
+                return Err(SendError::Encode(EncodeError::BodyMismatch));
+            }
+            hdr.cmd = Cmd::with_size(command, hdr.cmd.flags(), blocks as u8);
+        }
         if !body.fits(hdr.cmd.command()) {
             return Err(SendError::Encode(EncodeError::BodyMismatch));
         }
-        let needed = wire_len(hdr, aux);
-        let max = TX - CTL_RESERVE;
+        if self.rel.in_session() {
+            return S::push_app(self, now, &hdr, msg);
+        }
+        let needed = wire_len(&hdr, aux);
+        let max = self.rel.max_frame(TX - CTL_RESERVE);
         if needed > max {
             return Err(SendError::TooLarge { needed, max });
         }
@@ -276,14 +294,16 @@ where
         if needed > available {
             return Err(SendError::WouldBlock { needed, available });
         }
-        self.out
-            .push(&mut self.encoder, &self.crc, hdr, body, aux)
+        let n = self
+            .out
+            .push_with_ext(&mut self.encoder, &self.crc, &hdr, body, ext, aux)
             .map_err(|e| match e {
                 EncodeError::BufferTooSmall { needed, available } => {
                     SendError::WouldBlock { needed, available }
                 }
                 e => SendError::Encode(e),
             })?;
+        self.rel.note_queued(n);
         self.stats.frames_out += 1;
         self.last_tx = now;
         Ok(())

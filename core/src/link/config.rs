@@ -2,6 +2,7 @@
 
 use core::fmt;
 
+use crate::session::SessionConfig;
 use crate::time::Duration;
 use crate::wire::body::ConnRepr;
 use crate::wire::MsgId;
@@ -89,7 +90,8 @@ impl fmt::Display for Extensions {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LinkConfig {
     /// Our LNK_CONN: peer_type, peer_mask, peer_id, media_id, label, ... `ext_offer` and
-    /// `ext_param` are overwritten from [`LinkConfig::offer`] (and zero).
+    /// `ext_param` are overwritten from [`LinkConfig::offer`] (and zero), `session_id` from
+    /// [`LinkConfig::session`] (zero without it).
     pub conn: ConnRepr,
     /// Extensions we offer (only defined bits are sent).
     pub offer: Extensions,
@@ -112,6 +114,35 @@ pub struct LinkConfig {
     pub msgid_base: u64,
     /// Check the received salt frame counter (default true, as DragonFly does).
     pub check_sequence: bool,
+    /// Offer the reliable session (`spec/SESSION.md`; default `None`: plain DMSG, byte for
+    /// byte as without this field). Needs a connection with session storage
+    /// ([`ReliableConnection`](super::ReliableConnection)); a plain
+    /// [`Connection`](super::Connection) refuses it
+    /// ([`ConfigError::SessionUnsupported`](super::ConfigError::SessionUnsupported)).
+    pub session: Option<SessionOffer>,
+}
+
+/// The reliable session a link offers in its LNK_CONN ([`LinkConfig::session`]). It runs when
+/// the peer's LNK_CONN offers it too; a DragonFly peer never does, and the link is then plain
+/// DMSG.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SessionOffer {
+    /// Our session identity: non-zero, random, and fresh for every new connection object (a
+    /// restarted node must not reuse one; the identity is how the peer recognises a restart
+    /// and how an accepting node routes a resumed transport to its connection).
+    pub id: u64,
+    /// Timers of the session: grace period, delayed ack, retransmission, FIN close.
+    pub config: SessionConfig,
+}
+
+impl SessionOffer {
+    /// The session with identity `id` and default timers (10 s grace).
+    pub const fn new(id: u64) -> SessionOffer {
+        SessionOffer {
+            id,
+            config: SessionConfig::DEFAULT,
+        }
+    }
 }
 
 impl Default for LinkConfig {
@@ -130,6 +161,7 @@ impl Default for LinkConfig {
             conn_msgid: MsgId(1),
             msgid_base: 2,
             check_sequence: true,
+            session: None,
         }
     }
 }

@@ -80,6 +80,11 @@ pub enum ConfigError {
     ZeroConnMsgId,
     /// Our LNK_CONN could not be encoded.
     Encode(EncodeError),
+    /// [`LinkConfig::session`](super::LinkConfig::session) is set on a connection without
+    /// session storage (use a [`ReliableConnection`](super::ReliableConnection)).
+    SessionUnsupported,
+    /// [`SessionOffer::id`](super::SessionOffer::id) is 0.
+    ZeroSessionId,
 }
 
 impl fmt::Display for ConfigError {
@@ -88,6 +93,10 @@ impl fmt::Display for ConfigError {
             ConfigError::Decoder(e) => write!(f, "decoder: {e}"),
             ConfigError::ZeroConnMsgId => f.write_str("conn_msgid must not be 0"),
             ConfigError::Encode(e) => write!(f, "LNK_CONN: {e}"),
+            ConfigError::SessionUnsupported => {
+                f.write_str("this connection type has no storage for the reliable session")
+            }
+            ConfigError::ZeroSessionId => f.write_str("session id must not be 0"),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! What the application learns from a link: [`Event`]s, and why a link closed.
 
 use crate::decode::DecodeError;
+use crate::session::DeathReason;
+use crate::time::Duration;
 use crate::wire::body::ConnRepr;
 use crate::wire::{Body, Command, Flags, HeaderRepr};
 
@@ -19,6 +21,11 @@ pub struct Received<'a> {
     pub body: &'a Body,
     /// The aux data (without padding).
     pub aux: &'a [u8],
+    /// For a command this crate has no structure for: the extended header after the
+    /// 64-byte base header, as received (up to [`OPAQUE_EXT_MAX`](super::OPAQUE_EXT_MAX)
+    /// bytes; empty when the header is longer, so a relay can tell it cannot forward the
+    /// frame unchanged by comparing with the header's size field). Empty for known commands.
+    pub ext: &'a [u8],
 }
 
 impl Received<'_> {
@@ -60,6 +67,12 @@ pub enum CloseReason {
     /// A clean shutdown did not finish within
     /// [`LinkConfig::close_timeout`](super::LinkConfig::close_timeout).
     CloseTimeout,
+    /// The reliable session under the link died: no transport came back within its grace
+    /// period ([`DeathReason::GraceExpired`]), the peer answered RESET because it restarted
+    /// or forgot the session ([`DeathReason::PeerReset`]), or its FIN close timed out. The
+    /// frames the peer never acknowledged are listed by
+    /// [`Connection::session`](super::Connection::session)`().unacked()`.
+    SessionDied(DeathReason),
 }
 
 impl CloseReason {
@@ -129,6 +142,25 @@ pub enum Event<'a> {
         /// Why.
         reason: CloseReason,
     },
+    /// Reliable session only: the transport is gone ([`CloseReason::TransportClosed`],
+    /// [`CloseReason::KeepaliveTimeout`] or [`CloseReason::Decode`]), but the link is not:
+    /// transactions stay open and commands keep working (up to the retransmit window). Close
+    /// the socket; the connecting side reconnects and calls
+    /// [`handle_reconnect`](super::Connection::handle_reconnect). If no transport comes
+    /// back within the session's grace period the link closes with
+    /// [`CloseReason::SessionDied`].
+    Suspended {
+        /// Why the transport was given up.
+        reason: CloseReason,
+    },
+    /// Reliable session only: a new transport carries the session again; every frame the
+    /// peer had not acknowledged is being sent again, and nothing was lost or duplicated.
+    Resumed {
+        /// Time since the transport was lost.
+        outage: Duration,
+        /// Frames queued for (re)transmission when the session resumed.
+        pending: u32,
+    },
 }
 
 /// Events with no frame behind them, queued in order.
@@ -173,6 +205,13 @@ impl Notices {
         self.items[(self.head + self.len) % NOTICES] = n;
         self.len += 1;
         true
+    }
+
+    pub fn peek(&self) -> Option<Notice> {
+        if self.len == 0 {
+            return None;
+        }
+        Some(self.items[self.head])
     }
 
     pub fn pop(&mut self) -> Option<Notice> {

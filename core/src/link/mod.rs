@@ -7,6 +7,11 @@
 //! timers and a bounded output queue. It never allocates, never touches a socket or a clock,
 //! and every table has a compile-time bound. The full rules are in `spec/LINK.md`.
 //!
+//! A [`ReliableConnection`] can also run the reliable session (`spec/SESSION.md`) under its
+//! frames when both ends offer it: a lost transport then suspends the link
+//! ([`Event::Suspended`]) until [`handle_reconnect`](Connection::handle_reconnect) and the
+//! session's resume ([`Event::Resumed`]), instead of ending every transaction. See [`reliable`].
+//!
 //! # The drive contract
 //!
 //! Inputs are `handle_*` calls that take the current time; outputs are pulled with `poll_*`.
@@ -127,7 +132,7 @@
 //!
 //! # Memory
 //!
-//! A `Connection<RX, AUX, TX, TXNS, C>` is one plain value (no pointers, `Clone + Eq + Hash`),
+//! A `Connection<RX, AUX, TX, TXNS, C, S>` is one plain value (no pointers, `Clone + Eq + Hash`),
 //! so a model checker can copy and compare it, and a host can `Box` it. Its size is about
 //! `RX + AUX + TX + 2 * TXNS * 40 + 1.25 KiB` bytes (64-bit target):
 //!
@@ -138,6 +143,7 @@
 //! | `TX` | output queue, encoded bytes | `TX` bytes; the largest frame the application can send is `TX - 128` |
 //! | `TXNS` | open transactions per table (ours and theirs each) | 40 bytes per entry, two tables |
 //! | `C` | the CRC-32C implementation | zero-sized; tables live in flash |
+//! | `S` | storage for the reliable session: [`NoSession`] (default) or [`Reliable`] | 0, or the session's window plus about 0.7 KiB ([`reliable`]) |
 //!
 //! The fixed part (about 1.25 KiB) holds the last received frame's parsed extended header
 //! (368 bytes), the peer's LNK_CONN (200), the counters (216), the decoder's and encoder's
@@ -150,14 +156,19 @@ pub mod config;
 mod error;
 pub mod event;
 mod outq;
+pub mod reliable;
 mod rx;
 mod stats;
 pub mod txn;
 
-pub use config::{Extensions, LinkConfig};
+pub use config::{Extensions, LinkConfig, SessionOffer};
 pub use error::{ConfigError, SendError};
 pub use event::{CloseReason, Event, Received};
 pub use outq::CTL_RESERVE;
+pub use reliable::{
+    classify_stream, NoSession, ReconnectError, Reliable, ReliableConnection,
+    ReliableHostConnection, ReliableMcuConnection, ReliableStats, SessionSlot, StreamStart,
+};
 pub use stats::{LinkStats, Violations};
 pub use txn::{Side, TxnEnd, TxnId, TxnState};
 
@@ -209,6 +220,11 @@ pub struct Outgoing<'a> {
     pub aux: &'a [u8],
     /// The `error` header field (the result, in answers).
     pub error: u32,
+    /// Raw extended-header bytes after the 64-byte base header, for a command this crate
+    /// has no structure for (a frame relayed opaquely, see [`Received::ext`]). Empty for
+    /// every known command; when non-empty, `body` must be [`Body::None`] and the header
+    /// size is `1 + ceil(ext.len() / 64)` blocks.
+    pub ext: &'a [u8],
 }
 
 static NO_BODY: Body = Body::None;
@@ -221,6 +237,7 @@ impl<'a> Outgoing<'a> {
             body: &NO_BODY,
             aux: &[],
             error: 0,
+            ext: &[],
         }
     }
 
@@ -238,7 +255,29 @@ impl<'a> Outgoing<'a> {
     pub fn with_error(self, error: u32) -> Outgoing<'a> {
         Outgoing { error, ..self }
     }
+
+    /// With these raw extended-header bytes (after the base header; see [`Outgoing::ext`]).
+    pub fn with_ext(self, ext: &'a [u8]) -> Outgoing<'a> {
+        Outgoing { ext, ..self }
+    }
+
+    /// The frame received in `msg`, to be sent on again (relayed): same command, body,
+    /// opaque extended header, aux data and `error`.
+    pub fn relay_of(msg: &Received<'a>) -> Outgoing<'a> {
+        Outgoing {
+            command: msg.command(),
+            body: msg.body,
+            aux: msg.aux,
+            error: msg.error(),
+            ext: msg.ext,
+        }
+    }
 }
+
+/// Largest opaque extended header (bytes after the base header) a connection keeps for a
+/// received frame of a command it has no structure for: 7 blocks, so headers of up to 8
+/// blocks can be relayed unchanged. See [`Received::ext`].
+pub const OPAQUE_EXT_MAX: usize = 7 * 64;
 
 /// Our or the peer's LNK_CONN transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -275,6 +314,8 @@ struct RxEvent {
 /// - `TX`: output queue in bytes (at least 640).
 /// - `TXNS`: open transactions per table (ours and theirs).
 /// - `C`: the CRC-32C implementation.
+/// - `S`: storage for the reliable session: [`NoSession`] (zero bytes, plain DMSG only) or
+///   [`Reliable`] (see [`ReliableConnection`] and the [`reliable`] module).
 ///
 /// Wrong sizes are compile-time errors (when `new` is instantiated).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -284,6 +325,7 @@ pub struct Connection<
     const TX: usize,
     const TXNS: usize,
     C = DefaultCrc,
+    S = NoSession,
 > {
     decoder: Decoder<[u8; RX], C>,
     crc: C,
@@ -304,6 +346,8 @@ pub struct Connection<
     rx_body: Body,
     aux: [u8; AUX],
     aux_len: usize,
+    rx_ext: [u8; OPAQUE_EXT_MAX],
+    rx_ext_len: usize,
     next_msgid: u64,
     next_serial: u32,
     last_rx: Instant,
@@ -313,12 +357,14 @@ pub struct Connection<
     close_timeout: Duration,
     max_violations: u64,
     stats: LinkStats,
+    rel: S,
 }
 
-impl<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize, C>
-    Connection<RX, AUX, TX, TXNS, C>
+impl<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize, C, S>
+    Connection<RX, AUX, TX, TXNS, C, S>
 where
     C: Crc32c + Clone,
+    S: SessionSlot<C>,
 {
     /// Compile-time checks of the sizes.
     const LAYOUT: () = {
@@ -364,7 +410,9 @@ where
             check_sequence: config.check_sequence,
         };
         let decoder = Decoder::new([0u8; RX], dcfg, crc.clone()).map_err(ConfigError::Decoder)?;
-        let offer = Extensions::from_bits_truncate(config.offer.bits());
+        let rel = S::new(config, &crc)?;
+        let (session_offer, session_id) = rel.conn_fields();
+        let offer = Extensions::from_bits_truncate(config.offer.union(session_offer).bits());
         let mut conn = Connection {
             decoder,
             crc,
@@ -388,6 +436,8 @@ where
             rx_body: Body::None,
             aux: [0u8; AUX],
             aux_len: 0,
+            rx_ext: [0u8; OPAQUE_EXT_MAX],
+            rx_ext_len: 0,
             next_msgid: config.msgid_base,
             next_serial: 0,
             last_rx: now,
@@ -397,10 +447,12 @@ where
             close_timeout: config.close_timeout,
             max_violations: config.max_violations,
             stats: LinkStats::default(),
+            rel,
         };
         let body = ConnRepr {
             ext_offer: offer.bits(),
             ext_param: 0,
+            session_id,
             ..config.conn
         };
         let hdr = HeaderRepr::new(Cmd::new(Command::LnkConn, Flags::CREATE), config.conn_msgid);
@@ -430,12 +482,17 @@ where
             self.stats.rx_bytes_discarded += input.len() as u64;
             return input.len();
         }
+        if self.rel.in_session() {
+            return S::input(self, now, input);
+        }
         self.release_delivered();
         let mut used = 0;
         while used < input.len() && self.ready_for_input() {
             let (n, frame) = match self.decoder.decode(&input[used..]) {
                 Ok(out) => {
                     let aux_buf = &mut self.aux;
+                    let ext_buf = &mut self.rx_ext;
+                    let ext_len = &mut self.rx_ext_len;
                     let frame = out.frame.map(|f| {
                         let aux = f.aux();
                         let copied = match aux_buf.get_mut(..aux.len()) {
@@ -445,6 +502,7 @@ where
                             }
                             None => 0, // the decoder limits aux to AUX bytes
                         };
+                        *ext_len = copy_opaque_ext(&f, ext_buf);
                         (f.repr(), f.body(), copied)
                     });
                     (out.consumed, frame)
@@ -464,6 +522,9 @@ where
                         self.stats.bad_bodies += 1;
                         Body::None
                     });
+                    if self.rel.holding() {
+                        S::first_frame(self, now, &hdr, &body);
+                    }
                     self.on_frame(now, hdr, body, aux_len);
                 }
                 None if n == 0 => break,
@@ -472,6 +533,10 @@ where
             if self.is_closed() {
                 self.stats.rx_bytes_discarded += (input.len() - used) as u64;
                 return input.len();
+            }
+            if self.rel.in_session() {
+                // The peer's LNK_CONN started the session: the rest is sequenced.
+                return used + S::input(self, now, &input[used..]);
             }
         }
         used
@@ -485,6 +550,9 @@ where
         if self.is_closed() {
             return;
         }
+        if self.rel.in_session() {
+            return S::timeout(self, now);
+        }
         if now >= self.last_rx + self.idle_timeout {
             self.die(CloseReason::KeepaliveTimeout);
             return;
@@ -495,7 +563,7 @@ where
                 return;
             }
         }
-        if self.out.is_empty() && now >= self.last_tx + self.ping_interval {
+        if self.out.is_empty() && !self.rel.holding() && now >= self.last_tx + self.ping_interval {
             self.send_ctl(now, Cmd::new(Command::LnkPing, Flags::empty()), MsgId(0), 0);
             self.stats.pings_out += 1;
         }
@@ -503,8 +571,12 @@ where
 
     /// The transport is gone (EOF, reset, or the caller dropped it). Every open transaction
     /// is closed with LOSTLINK and the link reports [`CloseReason::TransportClosed`], unless a
-    /// clean shutdown already completed.
+    /// clean shutdown already completed. With a running reliable session the link is only
+    /// suspended instead ([`Event::Suspended`]; see [`reliable`]).
     pub fn handle_close(&mut self) {
+        if self.rel.in_session() {
+            return S::transport_lost(self, CloseReason::TransportClosed);
+        }
         self.die(CloseReason::TransportClosed);
     }
 
@@ -515,6 +587,9 @@ where
     /// it returns 0 after every input.
     #[must_use = "the returned bytes must be written to the transport"]
     pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> usize {
+        if self.rel.in_session() || self.rel.holding() {
+            return S::transmit(self, now, out);
+        }
         let n = self.out.pop(out);
         if n > 0 {
             self.stats.bytes_out += n as u64;
@@ -529,40 +604,18 @@ where
     pub fn poll_event(&mut self) -> Option<Event<'_>> {
         self.release_delivered();
         if let Some(n) = self.notices.pop() {
-            return Some(match n {
-                Notice::Connected => Event::Connected,
-                Notice::PeerConn => Event::PeerConn {
-                    conn: &self.peer_conn_repr,
-                    extensions: self.extensions.unwrap_or_default(),
-                },
-                Notice::ConnAnswered(error) => Event::ConnAnswered { error },
-            });
+            return Some(self.notice_event(n));
+        }
+        if let Some(ev) = self.rel.take_event() {
+            return Some(ev);
         }
         if let Some(rx) = self.rx {
             self.rx_delivered = true;
-            let msg = Received {
-                header: rx.header,
-                body: &self.rx_body,
-                aux: self.aux.get(..self.aux_len).unwrap_or(&[]),
-            };
-            return Some(match rx.kind {
-                RxKind::Opened(txn) => Event::Opened { txn, msg },
-                RxKind::Message(txn) => Event::Message { txn, msg },
-                RxKind::OneWay => Event::OneWay { msg },
-            });
+            return Some(self.rx_event(rx));
         }
         for side in [Side::Ours, Side::Theirs] {
             if let Some(slot) = self.table_mut(side).take_ended() {
-                let end = slot.end.unwrap_or(TxnEnd::LinkLost);
-                let error = match end {
-                    TxnEnd::LinkLost => crate::errcode::txn::LOSTLINK,
-                    TxnEnd::Completed | TxnEnd::Aborted => slot.error,
-                };
-                return Some(Event::Closed {
-                    txn: TxnId::new(side, slot.msgid, slot.serial),
-                    error,
-                    end,
-                });
+                return Some(closed_event(side, &slot));
             }
         }
         if let Phase::Closed {
@@ -579,15 +632,72 @@ where
         None
     }
 
+    /// The event the next [`poll_event`](Self::poll_event) would return, without taking
+    /// it: the connection is unchanged, and input stays gated while it waits. A layer above
+    /// uses this to leave a frame pending until it can act on it (for example until the
+    /// link it relays the frame to has room), which pushes back on the peer.
+    #[must_use]
+    pub fn peek_event(&self) -> Option<Event<'_>> {
+        if let Some(n) = self.notices.peek() {
+            return Some(self.notice_event(n));
+        }
+        if let Some(ev) = self.rel.peek_event() {
+            return Some(ev);
+        }
+        if let Some(rx) = self.rx {
+            if !self.rx_delivered {
+                return Some(self.rx_event(rx));
+            }
+        }
+        for side in [Side::Ours, Side::Theirs] {
+            if let Some(slot) = self.table(side).first_ended() {
+                return Some(closed_event(side, slot));
+            }
+        }
+        match self.phase {
+            Phase::Closed {
+                reason,
+                reported: false,
+            } => Some(Event::LinkClosed { reason }),
+            _ => None,
+        }
+    }
+
+    fn notice_event(&self, n: Notice) -> Event<'_> {
+        match n {
+            Notice::Connected => Event::Connected,
+            Notice::PeerConn => Event::PeerConn {
+                conn: &self.peer_conn_repr,
+                extensions: self.extensions.unwrap_or_default(),
+            },
+            Notice::ConnAnswered(error) => Event::ConnAnswered { error },
+        }
+    }
+
+    fn rx_event(&self, rx: RxEvent) -> Event<'_> {
+        let msg = Received {
+            header: rx.header,
+            body: &self.rx_body,
+            aux: self.aux.get(..self.aux_len).unwrap_or(&[]),
+            ext: self.rx_ext.get(..self.rx_ext_len).unwrap_or(&[]),
+        };
+        match rx.kind {
+            RxKind::Opened(txn) => Event::Opened { txn, msg },
+            RxKind::Message(txn) => Event::Message { txn, msg },
+            RxKind::OneWay => Event::OneWay { msg },
+        }
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) should be called next; `None` once the
     /// link is closed.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t = match self.phase {
             Phase::Closed { .. } => return None,
+            _ if self.rel.in_session() => return S::timeout_at(self),
             _ => self.last_rx + self.idle_timeout,
         };
-        if self.out.is_empty() {
+        if self.out.is_empty() && !self.rel.holding() {
             t = t.min(self.last_tx + self.ping_interval);
         }
         if let Phase::Closing { deadline, .. } = self.phase {
@@ -652,15 +762,68 @@ where
             .map(|s| s.state)
     }
 
-    /// Bytes queued for [`poll_transmit`](Self::poll_transmit).
+    /// The handle of the open transaction `msgid` in `side`'s table (for example a LNK_SPAN
+    /// the peer opened, found by the msgid a frame names as its circuit).
+    pub fn txn_handle(&self, side: Side, msgid: MsgId) -> Option<TxnId> {
+        let t = self.table(side);
+        t.find_live(msgid)
+            .and_then(|i| t.get(i))
+            .map(|s| TxnId::new(side, s.msgid, s.serial))
+    }
+
+    /// Stores `tag`, an opaque byte of the layer above (the node marks which transactions
+    /// it runs itself), with an open transaction, or with a finished one whose
+    /// [`Event::Closed`] was not polled yet. Every transaction starts with tag 0. Returns
+    /// false for a stale handle.
+    pub fn set_txn_tag(&mut self, txn: TxnId, tag: u8) -> bool {
+        let t = self.table_mut(txn.side());
+        match t.find_any(txn.msgid(), txn.serial()) {
+            Some(i) => match t.get_mut(i) {
+                Some(s) => {
+                    s.tag = tag;
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        }
+    }
+
+    /// The tag stored with [`set_txn_tag`](Self::set_txn_tag): for an open transaction, or a
+    /// finished one whose [`Event::Closed`] was not polled yet (so it can be read after
+    /// [`peek_event`](Self::peek_event) shows that event).
+    pub fn txn_tag(&self, txn: TxnId) -> Option<u8> {
+        let t = self.table(txn.side());
+        t.find_any(txn.msgid(), txn.serial())
+            .and_then(|i| t.get(i))
+            .map(|s| s.tag)
+    }
+
+    /// The circuit field an open transaction carries (0 when it is not stacked).
+    pub fn txn_circuit(&self, txn: TxnId) -> Option<crate::wire::Circuit> {
+        let t = self.table(txn.side());
+        t.find_handle(txn.msgid(), txn.serial())
+            .and_then(|i| t.get(i))
+            .map(|s| s.circuit)
+    }
+
+    /// Bytes queued for [`poll_transmit`](Self::poll_transmit) (with the reliable session:
+    /// what it would write now).
     pub fn pending_transmit(&self) -> usize {
-        self.out.len()
+        S::pending(self)
     }
 
     /// Bytes the application can queue right now (the output queue's free space minus the
-    /// [`CTL_RESERVE`] kept for the connection's own answers).
+    /// [`CTL_RESERVE`] kept for the connection's own answers; with the reliable session, the
+    /// largest frame its retransmit window takes now while keeping that reserve).
     pub fn send_capacity(&self) -> usize {
-        self.out.free().saturating_sub(CTL_RESERVE)
+        if self.rel.in_session() {
+            return S::capacity(self);
+        }
+        self.out
+            .free()
+            .saturating_sub(CTL_RESERVE)
+            .min(self.rel.staging_room())
     }
 
     // ----------------------------------------------------------------------------------
@@ -686,11 +849,13 @@ where
             self.rx = None;
             self.rx_delivered = false;
             self.aux_len = 0;
+            self.rx_ext_len = 0;
         }
     }
 
     fn has_pending_event(&self) -> bool {
         !self.notices.is_empty()
+            || self.rel.has_event()
             || (self.rx.is_some() && !self.rx_delivered)
             || self.ours.has_ended()
             || self.theirs.has_ended()
@@ -719,14 +884,18 @@ where
             error,
             ..HeaderRepr::new(cmd, msgid)
         };
+        if self.rel.in_session() {
+            return S::push_ctl(self, now, &hdr);
+        }
         match self
             .out
             .push(&mut self.encoder, &self.crc, &hdr, &Body::None, &[])
         {
-            Ok(_) => {
+            Ok(n) => {
                 self.stats.frames_out += 1;
                 self.stats.ctl_out += 1;
                 self.last_tx = now;
+                self.rel.note_queued(n);
             }
             Err(_) => {
                 debug_assert!(false, "control reserve exhausted");
@@ -741,6 +910,7 @@ where
         if self.is_closed() {
             return;
         }
+        S::on_die(self);
         self.phase = Phase::Closed {
             reason,
             reported: false,
@@ -796,6 +966,10 @@ where
         let conns_done = self.our_conn.state.is_finished()
             && self.peer_conn.is_none_or(|p| p.state.is_finished());
         if conns_done && self.ours.live() == 0 && self.theirs.live() == 0 {
+            if self.rel.in_session() && !S::finish_close(self) {
+                // The session's FIN handshake completes the close.
+                return;
+            }
             self.phase = Phase::Closed {
                 reason: match initiator {
                     Side::Ours => CloseReason::LocalClose,
@@ -804,5 +978,36 @@ where
                 reported: false,
             };
         }
+    }
+}
+
+/// The [`Event::Closed`] of a finished transaction slot.
+fn closed_event(side: Side, slot: &txn::Slot) -> Event<'static> {
+    let end = slot.end.unwrap_or(TxnEnd::LinkLost);
+    let error = match end {
+        TxnEnd::LinkLost => crate::errcode::txn::LOSTLINK,
+        TxnEnd::Completed | TxnEnd::Aborted => slot.error,
+    };
+    Event::Closed {
+        txn: TxnId::new(side, slot.msgid, slot.serial),
+        error,
+        end,
+    }
+}
+
+/// Copies the extended header after the base header of a frame of a command without a
+/// structure into `dst`; returns the length kept (0 for known commands, for 1-block headers
+/// and for headers longer than [`OPAQUE_EXT_MAX`] after the base).
+fn copy_opaque_ext(f: &crate::decode::Frame<'_>, dst: &mut [u8; OPAQUE_EXT_MAX]) -> usize {
+    if f.repr().cmd.command().struct_len().is_some() {
+        return 0;
+    }
+    let ext = f.ext_bytes().get(64..).unwrap_or(&[]);
+    match dst.get_mut(..ext.len()) {
+        Some(d) => {
+            d.copy_from_slice(ext);
+            ext.len()
+        }
+        None => 0,
     }
 }

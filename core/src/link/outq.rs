@@ -8,7 +8,7 @@
 
 use crate::crc::Crc32c;
 use crate::encode::{EncodeError, Encoder};
-use crate::wire::{align64, Body, HeaderRepr};
+use crate::wire::{align64, Body, ByteOrder, Header, HeaderRepr};
 
 /// Bytes held back for frames the connection must send by itself (PING replies, error
 /// answers, LNK_CONN answers and DELETEs): two 64-byte frames, the most one received frame
@@ -79,6 +79,46 @@ impl<const N: usize> OutQueue<N> {
         Ok(n)
     }
 
+    /// Like [`push`](Self::push), with `ext` written after the base header as an opaque
+    /// extended header (the header size in `header.cmd` must cover it) and the header CRC
+    /// computed over the result. On error nothing is queued.
+    pub fn push_with_ext<C: Crc32c>(
+        &mut self,
+        enc: &mut Encoder,
+        crc: &C,
+        header: &HeaderRepr,
+        body: &Body,
+        ext: &[u8],
+        aux: &[u8],
+    ) -> Result<usize, EncodeError> {
+        if ext.is_empty() {
+            return self.push(enc, crc, header, body, aux);
+        }
+        let hlen = header.header_len();
+        if 64 + ext.len() > hlen {
+            return Err(EncodeError::BodyMismatch);
+        }
+        let need = wire_len(header, aux);
+        if need > self.free() {
+            return Err(EncodeError::BufferTooSmall {
+                needed: need,
+                available: self.free(),
+            });
+        }
+        if self.end + need > N {
+            self.compact();
+        }
+        let frame = &mut self.buf[self.end..];
+        let n = enc.encode_unsealed(crc, header, body, aux, frame)?;
+        debug_assert_eq!(n, need);
+        frame[64..64 + ext.len()].copy_from_slice(ext);
+        let hdr_crc = crc.checksum(&frame[..hlen]);
+        Header::new_unchecked(&mut frame[..hlen], ByteOrder::Little).set_hdr_crc(hdr_crc);
+        self.end += n;
+        debug_assert!(self.end <= N);
+        Ok(n)
+    }
+
     /// Moves the waiting bytes to the front of the buffer.
     fn compact(&mut self) {
         self.buf.copy_within(self.start..self.end, 0);
@@ -96,6 +136,16 @@ impl<const N: usize> OutQueue<N> {
             self.end = 0;
         }
         n
+    }
+
+    /// The bytes waiting, oldest first.
+    pub fn waiting(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Drops everything waiting after the first `keep` bytes.
+    pub fn truncate(&mut self, keep: usize) {
+        self.end = self.end.min(self.start + keep);
     }
 
     /// Drops everything waiting; returns how many bytes.

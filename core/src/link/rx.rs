@@ -18,12 +18,15 @@ use crate::wire::{Body, Cmd, Command, Flags, HeaderRepr, MsgId};
 
 use super::event::Notice;
 use super::txn::{self, Actor, Dir, Slot, Step, TxnEnd, Violation};
-use super::{CloseReason, ConnTxn, Connection, Phase, RxEvent, RxKind, Side, TxnId, TxnState};
+use super::{
+    CloseReason, ConnTxn, Connection, Phase, RxEvent, RxKind, SessionSlot, Side, TxnId, TxnState,
+};
 
-impl<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize, C>
-    Connection<RX, AUX, TX, TXNS, C>
+impl<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize, C, S>
+    Connection<RX, AUX, TX, TXNS, C, S>
 where
     C: Crc32c + Clone,
+    S: SessionSlot<C>,
 {
     /// Handles one verified frame. Its aux data is already in `self.aux[..aux_len]`.
     pub(super) fn on_frame(&mut self, now: Instant, hdr: HeaderRepr, body: Body, aux_len: usize) {
@@ -215,6 +218,7 @@ where
             aborted: delete && flags.contains(Flags::ABORT),
             error: if delete { hdr.error } else { 0 },
             end: None,
+            tag: 0,
         };
         if self.theirs.insert(slot).is_none() {
             debug_assert!(false, "checked is_full");

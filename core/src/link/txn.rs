@@ -219,6 +219,8 @@ pub(crate) struct Slot {
     pub error: u32,
     /// Set when finished (or lost) and not yet reported to the application.
     pub end: Option<TxnEnd>,
+    /// Opaque byte of the layer above (`Connection::set_txn_tag`).
+    pub tag: u8,
 }
 
 impl Slot {
@@ -250,6 +252,18 @@ impl<const N: usize> Table<N> {
         self.slots.iter().position(
             |s| matches!(s, Some(s) if s.is_live() && s.msgid == msgid && s.serial == serial),
         )
+    }
+
+    /// Index of the slot a handle names, live or finished-but-unreported.
+    pub fn find_any(&self, msgid: MsgId, serial: u32) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| matches!(s, Some(s) if s.msgid == msgid && s.serial == serial))
+    }
+
+    /// The first finished slot (the one `take_ended` would return).
+    pub fn first_ended(&self) -> Option<&Slot> {
+        self.slots.iter().flatten().find(|s| !s.is_live())
     }
 
     pub fn get(&self, i: usize) -> Option<&Slot> {

@@ -109,14 +109,15 @@ pub use control::{
 };
 pub use seq::{pack_link_verifier, unpack_link_verifier, Seq};
 pub use types::{
-    DeathReason, DropReason, HeldFrame, Outcome, SessionConfig, SessionError, SessionEvent,
-    SessionStats, State, TransportState, UnackedFrame, Verdict,
+    DeathReason, DropReason, HeldFrame, Outcome, Reserve, SessionConfig, SessionError,
+    SessionEvent, SessionStats, State, TransportState, UnackedFrame, Verdict,
 };
 
 use core::hash::{Hash, Hasher};
 
 use crate::crc::Crc32c;
 use crate::decode::Frame;
+use crate::encode::EncodeError;
 use crate::time::{Duration, Instant};
 use crate::wire::{align64, ByteOrder, Command, Header, HeaderRepr, HEADER_LEN};
 
@@ -456,6 +457,77 @@ impl<C: Crc32c, const WF: usize, const WB: usize, const RF: usize, const RB: usi
         self.state.can_send() && self.window.fits(len, 1)
     }
 
+    /// True when [`Session::send_with`] would accept a frame of `len` bytes with `reserve`
+    /// now.
+    pub fn can_send_with(&self, len: usize, reserve: Reserve) -> bool {
+        self.state.can_send()
+            && self
+                .window
+                .fits_keeping(len, 1 + reserve.frames as usize, reserve.bytes as usize)
+    }
+
+    /// True when `n` frames of `len` bytes each, sent one after the other with
+    /// [`Reserve::NONE`], would all be accepted now.
+    pub fn can_send_many(&self, n: usize, len: usize) -> bool {
+        self.state.can_send() && self.window.fits_many(n, len, 1)
+    }
+
+    /// The largest frame [`Session::send_with`] would accept with `reserve` now (0: none).
+    pub fn send_room(&self, reserve: Reserve) -> usize {
+        if !self.state.can_send() {
+            return 0;
+        }
+        self.window
+            .room(1 + reserve.frames as usize, reserve.bytes as usize)
+    }
+
+    /// True when [`poll_transmit`](Session::poll_transmit) has something to write now
+    /// (frames not sent yet or marked for retransmission, a handshake frame, an ack due at
+    /// once, or the rest of a frame being written). An ack whose delay has not run out does
+    /// not count.
+    pub fn wants_transmit(&self) -> bool {
+        if self.transport == TransportState::Down {
+            return false;
+        }
+        if self.emitting.is_some() || self.answer_reset.is_some() {
+            return true;
+        }
+        if self.outcome != Outcome::Running {
+            return false;
+        }
+        match self.transport {
+            TransportState::Resuming => !self.resume_sent,
+            _ => self.answer_resume_ok || self.ack_now || self.window.has_unsent(),
+        }
+    }
+
+    /// Bytes [`poll_transmit`](Session::poll_transmit) would write now, counted as
+    /// [`wants_transmit`](Session::wants_transmit) does (0 when it has nothing).
+    pub fn pending_bytes(&self) -> usize {
+        if self.transport == TransportState::Down {
+            return 0;
+        }
+        let mut n = self.emitting.map_or(0, |e| e.len - e.pos);
+        if self.answer_reset.is_some() {
+            n += HEADER_LEN;
+        }
+        if self.outcome != Outcome::Running {
+            return n;
+        }
+        if self.transport == TransportState::Resuming {
+            return n + if self.resume_sent { 0 } else { HEADER_LEN };
+        }
+        let (bytes, fins) = self.window.unsent();
+        n += bytes + fins * HEADER_LEN;
+        if self.answer_resume_ok {
+            n += HEADER_LEN;
+        }
+        if self.ack_now && bytes + fins == 0 {
+            n += HEADER_LEN;
+        }
+        n
+    }
+
     /// The frames the peer has not acknowledged, oldest first (FIN excluded). After
     /// [`SessionEvent::Died`] this is what the link layer reports as lost (their msgids name the
     /// transactions); it stays available until [`Session::reset`] or the next
@@ -551,22 +623,8 @@ impl<C: Crc32c, const WF: usize, const WB: usize, const RF: usize, const RB: usi
     /// sent. Errors store nothing: [`SessionError::WindowFull`] is backpressure (retry after
     /// acks arrive), [`SessionError::Closing`] means [`close`](Session::close) was called.
     pub fn send(&mut self, _now: Instant, frame: &[u8]) -> Result<Seq, SessionError> {
-        match self.state {
-            State::Established | State::CloseWait => {}
-            State::Closed => return Err(SessionError::NotRunning),
-            _ => return Err(SessionError::Closing),
-        }
-        let h = Header::new_checked(frame).map_err(|_| SessionError::BadFrame)?;
-        h.check_size().map_err(|_| SessionError::BadFrame)?;
-        let expected = h
-            .cmd()
-            .header_len()
-            .checked_add(align64(h.aux_bytes() as usize));
-        let control =
-            h.cmd().command() == Command::LnkPad && h.reserved02() & 0xFF00 == CONTROL_TAG;
-        if expected != Some(frame.len()) || control {
-            return Err(SessionError::BadFrame);
-        }
+        self.check_can_send()?;
+        check_frame(frame)?;
         let seq = self.snd_nxt;
         match self.window.push(seq, frame, 1) {
             Ok(()) => {}
@@ -581,6 +639,61 @@ impl<C: Crc32c, const WF: usize, const WB: usize, const RF: usize, const RB: usi
         self.snd_nxt = seq.next();
         self.stats.frames_accepted += 1;
         Ok(seq)
+    }
+
+    /// [`send`](Session::send) without the copy: the frame of `len` bytes is written straight
+    /// into the retransmit window by `write` (typically
+    /// [`Encoder::encode_unsealed`](crate::encode::Encoder::encode_unsealed) into the slice it
+    /// is given, returning the length written), keeping `reserve` free for later frames.
+    ///
+    /// Errors store nothing: [`SessionError::WindowFull`] when there is no room for `len`
+    /// bytes plus the reserve now, [`SessionError::FrameTooLarge`] when there never will be,
+    /// [`SessionError::Encode`] when `write` fails, [`SessionError::BadFrame`] when it wrote
+    /// something other than one frame of exactly `len` bytes (or a session control frame).
+    pub fn send_with(
+        &mut self,
+        _now: Instant,
+        len: usize,
+        reserve: Reserve,
+        write: impl FnOnce(&mut [u8]) -> Result<usize, EncodeError>,
+    ) -> Result<Seq, SessionError> {
+        self.check_can_send()?;
+        let seq = self.snd_nxt;
+        let pushed = self.window.push_with(
+            seq,
+            len,
+            1 + reserve.frames as usize,
+            reserve.bytes as usize,
+            |buf| {
+                let n = write(buf).map_err(SessionError::Encode)?;
+                if n != len {
+                    return Err(SessionError::BadFrame);
+                }
+                check_frame(buf)
+            },
+        );
+        match pushed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(PushError::Full) => return Err(SessionError::WindowFull),
+            Err(PushError::TooLarge) => {
+                return Err(SessionError::FrameTooLarge {
+                    len,
+                    capacity: WB.saturating_sub(reserve.bytes as usize),
+                })
+            }
+        }
+        self.snd_nxt = seq.next();
+        self.stats.frames_accepted += 1;
+        Ok(seq)
+    }
+
+    fn check_can_send(&self) -> Result<(), SessionError> {
+        match self.state {
+            State::Established | State::CloseWait => Ok(()),
+            State::Closed => Err(SessionError::NotRunning),
+            _ => Err(SessionError::Closing),
+        }
     }
 
     /// Starts the FIN handshake: our FIN is queued after every frame already accepted, and
@@ -675,8 +788,23 @@ impl<C: Crc32c, const WF: usize, const WB: usize, const RF: usize, const RB: usi
     /// [`on_frame`](Session::on_frame) for a frame given as its extended header (base header
     /// included, as received) and its unpadded aux data.
     pub fn on_frame_parts(&mut self, now: Instant, ext: &[u8], aux: &[u8]) -> Verdict {
+        self.on_frame_inner(now, ext, aux, false)
+    }
+
+    /// [`on_frame_parts`](Session::on_frame_parts) for a layer above that cannot take a frame
+    /// now (it has no room for the answers the frame may need). Everything the frame says to
+    /// the session is processed (its ack, control frames), but the next frame in sequence,
+    /// data or FIN, is not delivered: it is [`Verdict::Dropped`] with [`DropReason::Busy`],
+    /// an ack goes out at once, and the peer sends the frame again (duplicate acks, or its
+    /// retransmission timer). Acks keep flowing this way while the layer above waits for its
+    /// own frames to be acknowledged, so two busy ends never wait for each other.
+    pub fn on_frame_parts_busy(&mut self, now: Instant, ext: &[u8], aux: &[u8]) -> Verdict {
+        self.on_frame_inner(now, ext, aux, true)
+    }
+
+    fn on_frame_inner(&mut self, now: Instant, ext: &[u8], aux: &[u8], busy: bool) -> Verdict {
         self.settle();
-        let v = self.receive(now, ext, aux);
+        let v = self.receive(now, ext, aux, busy);
         if let Verdict::Dropped(r) = v {
             match r {
                 DropReason::ReorderFull | DropReason::OutOfWindow => self.stats.future_dropped += 1,
@@ -723,7 +851,7 @@ impl<C: Crc32c, const WF: usize, const WB: usize, const RF: usize, const RB: usi
         }
     }
 
-    fn receive(&mut self, now: Instant, ext: &[u8], aux: &[u8]) -> Verdict {
+    fn receive(&mut self, now: Instant, ext: &[u8], aux: &[u8], busy: bool) -> Verdict {
         let Ok(h) = Header::new_checked(ext) else {
             return Verdict::Dropped(DropReason::Malformed);
         };
@@ -747,7 +875,7 @@ impl<C: Crc32c, const WF: usize, const WB: usize, const RF: usize, const RB: usi
                 let Some(seq) = seq else {
                     return Verdict::Dropped(DropReason::Unsequenced);
                 };
-                let v = self.classify(seq, ext, aux, order, false);
+                let v = self.classify(seq, ext, aux, order, false, busy);
                 if let Some(a) = ack {
                     self.on_ack(now, a, false);
                 }
@@ -758,7 +886,7 @@ impl<C: Crc32c, const WF: usize, const WB: usize, const RF: usize, const RB: usi
                 v
             }
             Some(Err(_)) => Verdict::Dropped(DropReason::BadControl),
-            Some(Ok(c)) => self.receive_control(now, c, ext, order),
+            Some(Ok(c)) => self.receive_control(now, c, ext, order, busy),
         }
     }
 
@@ -798,14 +926,22 @@ impl<C: Crc32c, const WF: usize, const WB: usize, const RF: usize, const RB: usi
         aux: &[u8],
         order: ByteOrder,
         fin: bool,
+        busy: bool,
     ) -> Verdict {
         if seq == self.rcv_nxt {
             if self.peer_fin {
                 return Verdict::Dropped(DropReason::AfterFin);
             }
+            if busy {
+                self.ack_now = true;
+                self.stats.busy_refused += 1;
+                return Verdict::Dropped(DropReason::Busy);
+            }
             self.rcv_nxt = seq.next();
-            if let Some(i) = self.reorder.find(seq) {
-                self.reorder.remove(i);
+            if RF > 0 && self.reorder.len() > 0 {
+                if let Some(i) = self.reorder.find(seq) {
+                    self.reorder.remove(i);
+                }
             }
             return Verdict::Deliver;
         }
@@ -839,6 +975,7 @@ impl<C: Crc32c, const WF: usize, const WB: usize, const RF: usize, const RB: usi
         c: ControlFrame,
         ext: &[u8],
         order: ByteOrder,
+        busy: bool,
     ) -> Verdict {
         if c.sender_id != self.peer_id || c.receiver_id != self.our_id {
             if c.op == ControlOp::Resume {
@@ -860,7 +997,7 @@ impl<C: Crc32c, const WF: usize, const WB: usize, const RF: usize, const RB: usi
                     return Verdict::Dropped(DropReason::BadControl);
                 };
                 // The FIN takes a sequence number: it is processed after all earlier data.
-                let v = self.classify(seq, ext, &[], order, true);
+                let v = self.classify(seq, ext, &[], order, true, busy);
                 if v == Verdict::Deliver {
                     self.accept_fin(now);
                 }
@@ -1277,7 +1414,11 @@ impl<C: Crc32c, const WF: usize, const WB: usize, const RF: usize, const RB: usi
             e.pos += take;
             if e.pos == e.len {
                 self.emitting = None;
-                if matches!(e.source, Source::Window(_)) {
+                // Frees deferred while the frame was pinned (an ack arrived meanwhile).
+                if matches!(e.source, Source::Window(_))
+                    && !self.window.is_empty()
+                    && self.window.slot(0).seq.is_before(self.peer_ack)
+                {
                     self.free_acked(now);
                 }
             } else {
@@ -1410,6 +1551,22 @@ impl<C: Crc32c, const WF: usize, const WB: usize, const RF: usize, const RB: usi
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
         self.events.pop()
     }
+}
+
+/// Checks that `frame` is exactly one well-formed encoded frame and not a session control
+/// frame (what [`Session::send`] accepts).
+fn check_frame(frame: &[u8]) -> Result<(), SessionError> {
+    let h = Header::new_checked(frame).map_err(|_| SessionError::BadFrame)?;
+    h.check_size().map_err(|_| SessionError::BadFrame)?;
+    let expected = h
+        .cmd()
+        .header_len()
+        .checked_add(align64(h.aux_bytes() as usize));
+    let control = h.cmd().command() == Command::LnkPad && h.reserved02() & 0xFF00 == CONTROL_TAG;
+    if expected != Some(frame.len()) || control {
+        return Err(SessionError::BadFrame);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

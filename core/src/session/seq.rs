@@ -68,14 +68,23 @@ impl Seq {
 
     /// The sequence number `steps` after this one.
     pub const fn add(self, steps: u32) -> Seq {
-        let idx = (self.0 as u64 - 1 + steps as u64) % RING;
+        // Both terms are below RING, so one subtraction reduces the sum (no division: this
+        // runs several times per frame).
+        let mut idx = self.0 as u64 - 1 + steps as u64;
+        if idx >= RING {
+            idx -= RING;
+        }
         Seq(idx as u32 + 1)
     }
 
     /// Steps forward from `self` to `later` around the ring (0 when equal).
     pub const fn distance_to(self, later: Seq) -> u32 {
-        let d = (later.0 as u64 + RING - self.0 as u64) % RING;
-        d as u32
+        // Both values are in 1..=RING, so the difference is within one ring of 0.
+        if later.0 >= self.0 {
+            later.0 - self.0
+        } else {
+            (later.0 as u64 + RING - self.0 as u64) as u32
+        }
     }
 
     /// True when `other` follows `self` by 1 to half the ring (RFC 1982 "less than").
@@ -146,6 +155,42 @@ mod tests {
         for i in 0..10 {
             assert_eq!(x, s(u32::MAX - 3).add(i));
             x = x.next();
+        }
+    }
+
+    #[test]
+    fn arithmetic_matches_the_modular_definition() {
+        let reference_add = |a: u32, k: u32| ((a as u64 - 1 + k as u64) % RING) as u32 + 1;
+        let reference_dist = |a: u32, b: u32| ((b as u64 + RING - a as u64) % RING) as u32;
+        let values = [
+            1,
+            2,
+            3,
+            1000,
+            HALF - 1,
+            HALF,
+            HALF + 1,
+            HALF + 2,
+            u32::MAX - 2,
+            u32::MAX - 1,
+            u32::MAX,
+        ];
+        for &a in &values {
+            for &b in &values {
+                assert_eq!(s(a).distance_to(s(b)), reference_dist(a, b), "{a}->{b}");
+            }
+            for k in [
+                0,
+                1,
+                2,
+                HALF,
+                HALF + 1,
+                u32::MAX - 2,
+                u32::MAX - 1,
+                u32::MAX,
+            ] {
+                assert_eq!(s(a).add(k).get(), reference_add(a, k), "{a}+{k}");
+            }
         }
     }
 

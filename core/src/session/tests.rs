@@ -762,3 +762,101 @@ fn unsealed_frames_are_sealed_when_sent() {
     assert_eq!(p.feed(true, &f), [Verdict::Deliver]);
     assert_eq!(p.got_b, [42]);
 }
+
+#[test]
+fn send_with_encodes_into_the_window_and_keeps_the_reserve() {
+    let mut p = Pair::new();
+    let crc = DefaultCrc::default();
+    let mut enc = Encoder::new(9);
+    let h = HeaderRepr::new(Cmd::new(Command::DbgShell, Flags::empty()), MsgId(7));
+    let keep = Reserve {
+        frames: 2,
+        bytes: 128,
+    };
+    let seq =
+        p.a.send_with(p.now, 128, keep, |buf| {
+            enc.encode_unsealed(&crc, &h, &Body::None, b"direct", buf)
+        })
+        .unwrap();
+    assert_eq!(seq, p.a.next_seq().add(u32::MAX - 1));
+    // 8 slots: one for the FIN, two kept: five frames with this reserve.
+    for _ in 0..4 {
+        assert!(p.a.can_send_with(64, keep));
+        p.a.send_with(p.now, 64, keep, |buf| {
+            enc.encode_unsealed(&crc, &h, &Body::None, &[], buf)
+        })
+        .unwrap();
+    }
+    assert!(!p.a.can_send_with(64, keep));
+    assert_eq!(p.a.send_room(keep), 0);
+    assert_eq!(
+        p.a.send_with(p.now, 64, keep, |_| unreachable!()),
+        Err(SessionError::WindowFull)
+    );
+    // The reserve itself is for frames sent without one.
+    assert!(p.a.can_send_many(2, 64));
+    assert!(!p.a.can_send_many(3, 64));
+    // A writer that fails or writes something else stores nothing.
+    let mut s = S::new(cfg(), crc);
+    s.start(p.now, 1, 2).unwrap();
+    assert_eq!(
+        s.send_with(p.now, 64, Reserve::NONE, |_| Err(
+            crate::encode::EncodeError::BodyMismatch
+        )),
+        Err(SessionError::Encode(
+            crate::encode::EncodeError::BodyMismatch
+        ))
+    );
+    assert_eq!(
+        s.send_with(p.now, 128, Reserve::NONE, |buf| {
+            enc.encode_unsealed(&crc, &h, &Body::None, &[], buf)
+        }),
+        Err(SessionError::BadFrame)
+    );
+    assert_eq!(
+        s.send_with(p.now, 4096, keep, |_| unreachable!()),
+        Err(SessionError::FrameTooLarge {
+            len: 4096,
+            capacity: 4096 - 128
+        })
+    );
+    assert_eq!(s.in_flight(), 0);
+    assert!(!s.wants_transmit());
+    // The frames written in place arrive intact.
+    assert!(p.a.wants_transmit());
+    assert_eq!(p.a.pending_bytes(), 128 + 4 * 64);
+    let f = p.xmit(true);
+    assert_eq!(p.feed(true, &f), [Verdict::Deliver; 5]);
+    assert_eq!(f[0].aux, b"direct");
+    assert_eq!(p.a.pending_bytes(), 0);
+}
+
+#[test]
+fn a_busy_receiver_refuses_in_order_frames_but_takes_acks() {
+    let mut p = Pair::new();
+    p.a.send(p.now, &frame(1, b"one")).unwrap();
+    p.a.send(p.now, &frame(2, b"two")).unwrap();
+    p.b.send(p.now, &frame(9, b"b")).unwrap();
+    let fa = p.xmit(true);
+    let fb = p.xmit(false);
+    // A is busy: B's data frame is refused, but its ack of nothing yet is processed...
+    assert_eq!(
+        p.a.on_frame_parts_busy(p.now, &fb[0].ext, &fb[0].aux),
+        Verdict::Dropped(DropReason::Busy)
+    );
+    assert_eq!(p.a.stats().busy_refused, 1);
+    assert!(p.a.wants_transmit(), "an ack goes out at once");
+    // ...and B takes A's frames normally; its acks reach a busy A.
+    assert_eq!(p.feed(true, &fa), [Verdict::Deliver; 2]);
+    p.now = p.now + Duration::from_millis(25);
+    p.b.handle_timeout(p.now);
+    let acks = p.xmit(false);
+    for f in &acks {
+        let _ = p.a.on_frame_parts_busy(p.now, &f.ext, &f.aux);
+    }
+    assert_eq!(p.a.in_flight(), 0, "acks processed while busy");
+    // B resends the refused frame; A, no longer busy, delivers it once.
+    p.settle();
+    assert_eq!(p.got_a, [9]);
+    assert_eq!(p.got_b, [1, 2]);
+}

@@ -3,6 +3,7 @@
 
 use core::fmt;
 
+use crate::encode::EncodeError;
 use crate::time::Duration;
 use crate::wire::{Body, ByteOrder, Header, HeaderRepr, WireError};
 
@@ -37,18 +38,23 @@ pub struct SessionConfig {
     pub salt_seed: u32,
 }
 
+impl SessionConfig {
+    /// The defaults (as [`SessionConfig::default`]), usable in constants.
+    pub const DEFAULT: SessionConfig = SessionConfig {
+        grace: Duration::from_secs(10),
+        delayed_ack: Duration::from_millis(20),
+        rto_initial: Duration::from_secs(1),
+        rto_max: Duration::from_secs(8),
+        dup_ack_threshold: 2,
+        close_timeout: Duration::from_secs(10),
+        time_wait: Duration::from_secs(2),
+        salt_seed: 0x5e55_1017,
+    };
+}
+
 impl Default for SessionConfig {
     fn default() -> Self {
-        SessionConfig {
-            grace: Duration::from_secs(10),
-            delayed_ack: Duration::from_millis(20),
-            rto_initial: Duration::from_secs(1),
-            rto_max: Duration::from_secs(8),
-            dup_ack_threshold: 2,
-            close_timeout: Duration::from_secs(10),
-            time_wait: Duration::from_secs(2),
-            salt_seed: 0x5e55_1017,
-        }
+        SessionConfig::DEFAULT
     }
 }
 
@@ -227,6 +233,10 @@ pub enum DropReason {
     ForeignSession,
     /// A control frame with an unknown opcode or missing fields.
     BadControl,
+    /// The next frame in sequence, refused because the layer above could not take it now
+    /// ([`Session::on_frame_parts_busy`](super::Session::on_frame_parts_busy)): it was not
+    /// delivered, the sender gets an immediate ack and sends it again.
+    Busy,
 }
 
 /// Misuse of the send side, or backpressure. Nothing is stored when an error is returned.
@@ -253,6 +263,8 @@ pub enum SessionError {
     AlreadyRunning,
     /// A session identity of 0.
     InvalidId,
+    /// The frame writer of [`Session::send_with`](super::Session::send_with) failed.
+    Encode(EncodeError),
 }
 
 impl fmt::Display for SessionError {
@@ -267,6 +279,7 @@ impl fmt::Display for SessionError {
             SessionError::NotRunning => f.write_str("session is not running"),
             SessionError::AlreadyRunning => f.write_str("session already running"),
             SessionError::InvalidId => f.write_str("session identity 0"),
+            SessionError::Encode(e) => write!(f, "encoding the frame: {e}"),
         }
     }
 }
@@ -313,6 +326,28 @@ pub struct SessionStats {
     pub resets_received: u64,
     /// Acks outside the window, ignored.
     pub bad_acks: u64,
+    /// In-order frames refused because the layer above was busy (sent again by the peer).
+    pub busy_refused: u64,
+}
+
+/// Room that [`Session::send_with`](super::Session::send_with) keeps free in the retransmit
+/// window for frames sent later with a smaller reserve (the link layer keeps room for its own
+/// answers this way). The slot for the FIN is always kept in addition.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Reserve {
+    /// Frame slots kept free.
+    pub frames: u16,
+    /// Contiguous bytes kept free right after the frame.
+    pub bytes: u32,
+}
+
+impl Reserve {
+    /// Nothing kept (but the FIN's slot).
+    pub const NONE: Reserve = Reserve {
+        frames: 0,
+        bytes: 0,
+    };
 }
 
 /// A frame the reorder buffer handed back in order (from

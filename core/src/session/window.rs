@@ -176,6 +176,127 @@ impl<const F: usize, const B: usize> Window<F, B> {
         self.count + reserve_slots < F && (len == 0 || self.place(len).is_some())
     }
 
+    /// True when [`push_with`](Self::push_with) would store a frame of `len` bytes while
+    /// keeping `reserve_slots` slots and `keep_bytes` contiguous bytes after it free.
+    pub(crate) fn fits_keeping(&self, len: usize, reserve_slots: usize, keep_bytes: usize) -> bool {
+        len > 0
+            && len + keep_bytes <= B
+            && self.count + reserve_slots < F
+            && self.place(len + keep_bytes).is_some()
+    }
+
+    /// True when `n` frames of `len` bytes each could be stored one after the other (by
+    /// [`push_with`](Self::push_with) without a byte reserve) while keeping `reserve_slots`
+    /// slots free.
+    pub(crate) fn fits_many(&self, n: usize, len: usize, reserve_slots: usize) -> bool {
+        if self.count + n + reserve_slots > F {
+            return false;
+        }
+        // Replay the placement rule of `place` on the span of stored bytes.
+        let (mut head, mut tail, mut wrapped, mut empty) = match self.data_span() {
+            None => (0, 0, false, true),
+            Some((first, last)) => (
+                first.off as usize,
+                (last.off + last.len) as usize,
+                last.off < first.off,
+                false,
+            ),
+        };
+        for _ in 0..n {
+            if empty {
+                if len > B {
+                    return false;
+                }
+                (head, tail, empty) = (0, len, false);
+            } else if !wrapped && B - tail >= len {
+                tail += len;
+            } else if !wrapped && head >= len {
+                (tail, wrapped) = (len, true);
+            } else if wrapped && head - tail >= len {
+                tail += len;
+            } else {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The largest frame [`push_with`](Self::push_with) could store now while keeping
+    /// `reserve_slots` slots and `keep_bytes` contiguous bytes free (0: none).
+    pub(crate) fn room(&self, reserve_slots: usize, keep_bytes: usize) -> usize {
+        if self.count + reserve_slots >= F {
+            return 0;
+        }
+        let largest = match self.data_span() {
+            None => B,
+            Some((first, last)) => {
+                let head = first.off as usize;
+                let tail = (last.off + last.len) as usize;
+                if last.off >= first.off {
+                    (B - tail).max(head)
+                } else {
+                    head - tail
+                }
+            }
+        };
+        largest.saturating_sub(keep_bytes)
+    }
+
+    /// True when a stored frame waits to be (re)sent.
+    pub(crate) fn has_unsent(&self) -> bool {
+        (self.tx_hint..self.count).any(|i| self.slot(i).needs_tx)
+    }
+
+    /// Bytes of the stored frames that wait to be (re)sent, and how many of them are FINs
+    /// (which take no bytes here).
+    pub(crate) fn unsent(&self) -> (usize, usize) {
+        let (mut bytes, mut fins) = (0, 0);
+        for i in self.tx_hint..self.count {
+            let s = self.slot(i);
+            if s.needs_tx {
+                bytes += s.len as usize;
+                fins += s.fin as usize;
+            }
+        }
+        (bytes, fins)
+    }
+
+    /// Stores a frame of `len` bytes as the newest, written in place by `write`, keeping
+    /// `reserve_slots` slots and `keep_bytes` contiguous bytes after it free. When `write`
+    /// fails nothing is stored and its error is returned inside `Ok`.
+    pub(crate) fn push_with<E>(
+        &mut self,
+        seq: Seq,
+        len: usize,
+        reserve_slots: usize,
+        keep_bytes: usize,
+        write: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<Result<(), E>, PushError> {
+        if len == 0 || len + keep_bytes > B {
+            return Err(PushError::TooLarge);
+        }
+        if self.count + reserve_slots >= F {
+            return Err(PushError::Full);
+        }
+        if let Some(last) = self.count.checked_sub(1).map(|i| self.slot(i)) {
+            debug_assert_eq!(last.seq.next(), seq, "window holds consecutive numbers");
+        }
+        let off = self.place(len + keep_bytes).ok_or(PushError::Full)?;
+        if let Err(e) = write(&mut self.bytes[off..off + len]) {
+            return Ok(Err(e));
+        }
+        self.bytes_used += len;
+        self.push_slot(Slot {
+            seq,
+            off: off as u32,
+            len: len as u32,
+            tx_count: 0,
+            needs_tx: true,
+            fin: false,
+        });
+        Ok(Ok(()))
+    }
+
     fn push_slot(&mut self, slot: Slot) {
         let p = self.phys(self.count);
         self.slots[p] = slot;
@@ -299,6 +420,45 @@ mod tests {
         assert_eq!(w.find(s(5)), None);
         assert_eq!(w.push(s(5), &[5; 257], 0), Err(PushError::TooLarge));
         assert_eq!(w.bytes_used(), 250);
+    }
+
+    #[test]
+    fn placement_checks_agree_with_pushes() {
+        let mut w: Window<8, 512> = Window::new();
+        let ok = |_: &mut [u8]| Ok::<(), ()>(());
+        assert_eq!(w.room(1, 0), 512);
+        assert!(w.fits_many(4, 128, 1));
+        assert!(!w.fits_many(5, 128, 1));
+        w.push_with(s(1), 200, 1, 128, ok).unwrap().unwrap();
+        // 312 bytes left at the end: 128 of them are the reserve.
+        assert_eq!(w.room(1, 128), 312 - 128);
+        assert!(w.fits_keeping(184, 1, 128));
+        assert!(!w.fits_keeping(185, 1, 128));
+        w.push_with(s(2), 184, 1, 128, ok).unwrap().unwrap();
+        assert_eq!(
+            w.push_with(s(3), 64, 1, 128, ok),
+            Err(PushError::Full),
+            "only the reserve is left"
+        );
+        assert!(w.fits_many(2, 64, 1));
+        assert!(!w.fits_many(3, 64, 1));
+        // Wrapping: free the first frame; the next ones go to the start.
+        w.pop_front();
+        assert!(
+            w.fits_many(2 + 3, 64, 1),
+            "two at the end, three at the start"
+        );
+        assert!(!w.fits_many(2 + 4, 64, 1));
+        assert_eq!(w.room(1, 0), 200);
+        assert_eq!(
+            w.push_with(s(3), 64, 1, 0, |_| Err(5)),
+            Ok(Err(5)),
+            "a failed write stores nothing"
+        );
+        assert_eq!(w.len(), 1);
+        assert_eq!(w.push_with(s(3), 513, 1, 0, ok), Err(PushError::TooLarge));
+        assert_eq!(w.push_with(s(3), 400, 1, 128, ok), Err(PushError::TooLarge));
+        assert!(!w.has_unsent() || w.unsent().0 == 184);
     }
 
     #[test]

@@ -192,7 +192,9 @@ impl Harness {
         while !self.pending_input.is_empty() && rounds < 10_000 {
             rounds += 1;
             let take = chunk.min(self.pending_input.len());
-            let used = self.conn.handle_input(self.now, &self.pending_input[..take]);
+            let used = self
+                .conn
+                .handle_input(self.now, &self.pending_input[..take]);
             assert!(used <= take);
             self.pending_input.drain(..used);
             let before = self.pending_input.len();
@@ -215,9 +217,17 @@ impl Harness {
         let i = s.byte() as usize;
         // Mostly live handles, sometimes stale ones (which must be refused).
         if i % 5 != 0 || self.model.closed.is_empty() {
-            self.model.live.iter().nth(i % self.model.live.len().max(1)).copied()
+            self.model
+                .live
+                .iter()
+                .nth(i % self.model.live.len().max(1))
+                .copied()
         } else {
-            self.model.closed.iter().nth(i % self.model.closed.len()).copied()
+            self.model
+                .closed
+                .iter()
+                .nth(i % self.model.closed.len())
+                .copied()
         }
     }
 
@@ -249,7 +259,9 @@ impl Harness {
             (3, Some(t)) => self.conn.reply(self.now, t, txn::NOSUPP),
             (4, Some(t)) => self.conn.delete(self.now, t),
             (5, Some(t)) => self.conn.abort(self.now, t),
-            (_, Some(t)) => self.conn.send_one_way(self.now, &msg, s.byte() & 1 == 1, Some(t)),
+            (_, Some(t)) => self
+                .conn
+                .send_one_way(self.now, &msg, s.byte() & 1 == 1, Some(t)),
         };
         if result.is_err() {
             assert_eq!(
@@ -260,7 +272,10 @@ impl Harness {
         }
         if let (1.., Some(t)) = (op, target) {
             if self.model.closed.contains(&t) {
-                assert!(result.is_err(), "op {op}: a stale handle {t:?} was accepted");
+                assert!(
+                    result.is_err(),
+                    "op {op}: a stale handle {t:?} was accepted"
+                );
             }
         }
     }
@@ -285,7 +300,10 @@ impl Harness {
                     assert!(!self.model.closed.contains(&txn));
                 }
                 Event::Message { txn, .. } => {
-                    assert!(self.model.live.contains(&txn), "Message on {txn:?} not live");
+                    assert!(
+                        self.model.live.contains(&txn),
+                        "Message on {txn:?} not live"
+                    );
                 }
                 Event::Closed { txn, .. } => {
                     assert!(self.model.live.remove(&txn), "Closed for unknown {txn:?}");

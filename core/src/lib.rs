@@ -49,6 +49,7 @@ pub mod decode;
 pub mod encode;
 pub mod errcode;
 pub mod link;
+pub mod node;
 pub mod session;
 pub mod span;
 pub mod time;

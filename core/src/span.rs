@@ -20,10 +20,12 @@
 //!   that came in on the target connection hides the second-best one from elsewhere. We skip
 //!   it and keep looking, which is what "best 2 eligible links" means.
 //!
-//! Memory: a table of `N` received spans costs about `N * 420` bytes.
+//! Memory: a table of `N` received spans costs about `N * 428` bytes (420 per entry, most of
+//! it the two labels, and 8 for its two hash indexes).
 
 use core::fmt;
 
+use crate::link::index::{hash_bytes16, mix64, PosIndex};
 use crate::wire::body::{peer_type, SpanRepr};
 use crate::wire::{MsgId, Uuid};
 
@@ -100,8 +102,18 @@ impl SpanEntry {
     }
 
     fn same_node(&self, other: &SpanRepr) -> bool {
-        self.span.peer_id == other.peer_id && self.span.pfs_id == other.pfs_id
+        self.same_node_ids(&other.peer_id, &other.pfs_id)
     }
+
+    fn same_node_ids(&self, peer_id: &Uuid, pfs_id: &Uuid) -> bool {
+        self.span.peer_id == *peer_id && self.span.pfs_id == *pfs_id
+    }
+}
+
+/// Writes one `Relay-out` line of the tree, as DragonFly prints it under a link: the msgid
+/// of our LNK_SPAN transaction relaying that span and the link it is open on.
+pub fn write_relay_out(w: &mut impl fmt::Write, msgid: MsgId, conn: LinkId) -> fmt::Result {
+    writeln!(w, "\t    Relay-out msgid {msgid} via {conn}")
 }
 
 /// What a connection's LNK_CONN asks for, for filtering relays.
@@ -181,10 +193,38 @@ pub enum RelayAction {
     },
 }
 
+/// How many of a node's entries [`SpanTable::plan_node`] ranks once per call.
+const RANKED: usize = 8;
+
+/// A node's best entries in order (see [`SpanTable::plan_node`]).
+struct Ranked<'a> {
+    peer_id: Uuid,
+    pfs_id: Uuid,
+    top: heapless::Vec<&'a SpanEntry, RANKED>,
+    /// Every entry of the node is in `top`.
+    complete: bool,
+}
+
 /// The database of spans, holding at most `N`.
+///
+/// Entries live in a dense array; two hash indexes over their positions (by [`SpanKey`],
+/// and by node `(peer_id, pfs_id)`) make lookups, inserts and removals O(1) expected and
+/// give a node's links without a scan, so a node with thousands of spans can replan one
+/// node at a time ([`SpanTable::plan_node`]). The indexes cost `8 * N` bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SpanTable<const N: usize> {
     entries: heapless::Vec<SpanEntry, N>,
+    by_key: PosIndex<N>,
+    by_node: PosIndex<N>,
+}
+
+fn key_hash(k: SpanKey) -> u64 {
+    mix64(k.msgid.0 ^ mix64(k.via.0 as u64 ^ 0x5ba1_1e55))
+}
+
+/// Hash of a node `(peer_id, pfs_id)`, as the node index uses it.
+pub(crate) fn node_hash(peer_id: &Uuid, pfs_id: &Uuid) -> u64 {
+    hash_bytes16(&pfs_id.0, hash_bytes16(&peer_id.0, 0x6e0d_e000))
 }
 
 impl<const N: usize> Default for SpanTable<N> {
@@ -198,6 +238,8 @@ impl<const N: usize> SpanTable<N> {
     pub const fn new() -> Self {
         SpanTable {
             entries: heapless::Vec::new(),
+            by_key: PosIndex::new(),
+            by_node: PosIndex::new(),
         }
     }
 
@@ -216,9 +258,75 @@ impl<const N: usize> SpanTable<N> {
         &self.entries
     }
 
+    fn position(&self, key: SpanKey) -> Option<usize> {
+        self.by_key.find(key_hash(key), |p| {
+            self.entries.get(p).is_some_and(|e| e.key == key)
+        })
+    }
+
+    fn node_hash_at(&self, p: usize) -> u64 {
+        self.entries
+            .get(p)
+            .map_or(0, |e| node_hash(&e.span.peer_id, &e.span.pfs_id))
+    }
+
+    fn key_hash_at(&self, p: usize) -> u64 {
+        self.entries.get(p).map_or(0, |e| key_hash(e.key))
+    }
+
     /// The entry for `key`.
     pub fn get(&self, key: SpanKey) -> Option<&SpanEntry> {
-        self.entries.iter().find(|e| e.key == key)
+        self.position(key).and_then(|p| self.entries.get(p))
+    }
+
+    /// The entries of the node `(peer_id, pfs_id)` (local ones included), in no particular
+    /// order.
+    pub fn node_entries(&self, peer_id: Uuid, pfs_id: Uuid) -> impl Iterator<Item = &SpanEntry> {
+        self.by_node
+            .probe(node_hash(&peer_id, &pfs_id))
+            .filter_map(move |p| self.entries.get(p))
+            .filter(move |e| e.span.peer_id == peer_id && e.span.pfs_id == pfs_id)
+    }
+
+    /// True when the table holds a span of the node `(peer_id, pfs_id)` that arrived on a
+    /// link (local spans do not count).
+    pub fn reaches(&self, peer_id: &Uuid, pfs_id: &Uuid) -> bool {
+        self.node_entries(*peer_id, *pfs_id)
+            .any(|e| !e.key.via.is_local())
+    }
+
+    /// The best received (non-local) span of the node `(peer_id, pfs_id)`: the one with the
+    /// smallest advertised distance (stable tiebreak), the way to reach that node.
+    pub fn best_remote(&self, peer_id: &Uuid, pfs_id: &Uuid) -> Option<&SpanEntry> {
+        self.node_entries(*peer_id, *pfs_id)
+            .filter(|e| !e.key.via.is_local())
+            .min_by_key(|e| e.order())
+    }
+
+    /// True when the table holds any span (local ones included) of the node
+    /// `(peer_id, pfs_id)`.
+    pub fn has_node(&self, peer_id: &Uuid, pfs_id: &Uuid) -> bool {
+        self.node_entries(*peer_id, *pfs_id).next().is_some()
+    }
+
+    /// True when the entry at position `p` of [`entries`](Self::entries) is the one
+    /// [`nodes`](Self::nodes) reports for its node: used to visit each node once.
+    pub fn is_first_of_node(&self, p: usize) -> bool {
+        let Some(e) = self.entries.get(p) else {
+            return false;
+        };
+        self.by_node
+            .find(node_hash(&e.span.peer_id, &e.span.pfs_id), |q| {
+                self.entries.get(q).is_some_and(|o| o.same_node(&e.span))
+            })
+            == Some(p)
+    }
+
+    /// One representative entry per distinct node, in no particular order.
+    pub fn nodes(&self) -> impl Iterator<Item = &SpanEntry> + '_ {
+        (0..self.entries.len())
+            .filter(move |&p| self.is_first_of_node(p))
+            .filter_map(move |p| self.entries.get(p))
     }
 
     /// Records a span opened on `key.via` (or a local one).
@@ -226,37 +334,91 @@ impl<const N: usize> SpanTable<N> {
         if self.get(key).is_some() {
             return Err(SpanError::Duplicate);
         }
+        let pos = self.entries.len();
         self.entries
             .push(SpanEntry { key, span })
-            .map_err(|_| SpanError::Full)
+            .map_err(|_| SpanError::Full)?;
+        let ok = self.by_key.insert(key_hash(key), pos)
+            && self
+                .by_node
+                .insert(node_hash(&span.peer_id, &span.pfs_id), pos);
+        debug_assert!(ok, "indexes have a slot per entry");
+        Ok(())
     }
 
     /// Replaces the contents of an open span (a status update on its transaction).
     pub fn update(&mut self, key: SpanKey, span: SpanRepr) -> Result<(), SpanError> {
-        let e = self
-            .entries
-            .iter_mut()
-            .find(|e| e.key == key)
-            .ok_or(SpanError::Unknown)?;
-        e.span = span;
+        let p = self.position(key).ok_or(SpanError::Unknown)?;
+        let old = self.node_hash_at(p);
+        let new = node_hash(&span.peer_id, &span.pfs_id);
+        if old != new {
+            let entries = &self.entries;
+            self.by_node.remove(old, p, |q| {
+                entries
+                    .get(q)
+                    .map_or(0, |e| node_hash(&e.span.peer_id, &e.span.pfs_id))
+            });
+        }
+        if let Some(e) = self.entries.get_mut(p) {
+            e.span = span;
+        }
+        if old != new {
+            let ok = self.by_node.insert(new, p);
+            debug_assert!(ok);
+        }
         Ok(())
+    }
+
+    /// Removes the entry at position `p`, keeping both indexes in step with the
+    /// `swap_remove`.
+    fn remove_at(&mut self, p: usize) -> Option<SpanEntry> {
+        let e = *self.entries.get(p)?;
+        let kh = key_hash(e.key);
+        let nh = node_hash(&e.span.peer_id, &e.span.pfs_id);
+        let entries = &self.entries;
+        self.by_key
+            .remove(kh, p, |q| entries.get(q).map_or(0, |e| key_hash(e.key)));
+        self.by_node.remove(nh, p, |q| {
+            entries
+                .get(q)
+                .map_or(0, |e| node_hash(&e.span.peer_id, &e.span.pfs_id))
+        });
+        let last = self.entries.len() - 1;
+        if p != last {
+            let lk = self.key_hash_at(last);
+            let ln = self.node_hash_at(last);
+            self.by_key.moved(lk, last, p);
+            self.by_node.moved(ln, last, p);
+        }
+        Some(self.entries.swap_remove(p))
     }
 
     /// Forgets a span (its transaction closed).
     pub fn remove(&mut self, key: SpanKey) -> Result<SpanEntry, SpanError> {
-        let i = self
-            .entries
-            .iter()
-            .position(|e| e.key == key)
-            .ok_or(SpanError::Unknown)?;
-        Ok(self.entries.swap_remove(i))
+        let p = self.position(key).ok_or(SpanError::Unknown)?;
+        self.remove_at(p).ok_or(SpanError::Unknown)
     }
 
     /// Forgets every span that came in on `link` (the link went away); returns how many.
     pub fn remove_link(&mut self, link: LinkId) -> usize {
-        let before = self.entries.len();
-        self.entries.retain(|e| e.key.via != link);
-        before - self.entries.len()
+        self.remove_link_each(link, |_| {})
+    }
+
+    /// [`remove_link`](Self::remove_link), calling `f` with each entry removed (one pass).
+    pub fn remove_link_each(&mut self, link: LinkId, mut f: impl FnMut(&SpanEntry)) -> usize {
+        let mut removed = 0;
+        let mut p = 0;
+        while p < self.entries.len() {
+            if self.entries[p].key.via == link {
+                if let Some(e) = self.remove_at(p) {
+                    f(&e);
+                }
+                removed += 1;
+            } else {
+                p += 1;
+            }
+        }
+        removed
     }
 
     /// The best eligible links of the node `(peer_id, pfs_id)` for `conn`, best first.
@@ -267,8 +429,8 @@ impl<const N: usize> SpanTable<N> {
         conn: &ConnFilter,
     ) -> heapless::Vec<SpanKey, RELAYS_PER_NODE> {
         let mut best: heapless::Vec<&SpanEntry, RELAYS_PER_NODE> = heapless::Vec::new();
-        for e in self.entries.iter() {
-            if e.span.peer_id != peer_id || e.span.pfs_id != pfs_id || !conn.accepts(e) {
+        for e in self.node_entries(peer_id, pfs_id) {
+            if !conn.accepts(e) {
                 continue;
             }
             // Insertion into a sorted list of at most RELAYS_PER_NODE.
@@ -358,10 +520,127 @@ impl<const N: usize> SpanTable<N> {
         out
     }
 
+    /// [`plan`](Self::plan) for one node `(peer_id, pfs_id)`: `current` lists the relays of
+    /// that node's spans (including relays of spans already removed), and `exists(conn,
+    /// source)` tells whether a relay exists (an index lookup, so a hub with many
+    /// connections plans a node in O(connections + links of the node)). Call it for every
+    /// node whose spans changed, and for every node when the connections changed.
+    ///
+    /// ```
+    /// use dmsg_core::span::{ConnFilter, LinkId, RelayAction, SpanKey, SpanTable};
+    /// use dmsg_core::wire::{body::SpanRepr, MsgId, Uuid};
+    ///
+    /// let mut db: SpanTable<8> = SpanTable::new();
+    /// let node = SpanRepr { peer_type: 3, pfs_id: Uuid([1; 16]), ..SpanRepr::default() };
+    /// let key = SpanKey { via: LinkId(1), msgid: MsgId(7) };
+    /// db.insert(key, node).unwrap();
+    /// let conns = [ConnFilter { link: LinkId(2), peer_mask: u64::MAX, peer_type: 1, peer_id: Uuid::NIL }];
+    /// let plan = db.plan_node::<4>(&node.peer_id, &node.pfs_id, &conns, core::iter::empty(), |_, _| false);
+    /// assert_eq!(plan.as_slice(), &[RelayAction::Open { conn: LinkId(2), source: key }]);
+    /// ```
+    pub fn plan_node<const M: usize>(
+        &self,
+        peer_id: &Uuid,
+        pfs_id: &Uuid,
+        conns: &[ConnFilter],
+        current: impl Iterator<Item = (LinkId, SpanKey)>,
+        exists: impl Fn(LinkId, SpanKey) -> bool,
+    ) -> heapless::Vec<RelayAction, M> {
+        let mut out: heapless::Vec<RelayAction, M> = heapless::Vec::new();
+        let ranked = self.ranked(*peer_id, *pfs_id);
+        for (conn, source) in current {
+            let keep = conns
+                .iter()
+                .find(|c| c.link == conn)
+                .is_some_and(|c| self.best_ranked(&ranked, c).contains(&source));
+            if !keep && out.push(RelayAction::Close { conn, source }).is_err() {
+                return out;
+            }
+        }
+        for c in conns {
+            for source in self.best_ranked(&ranked, c) {
+                if exists(c.link, source) {
+                    continue;
+                }
+                if out
+                    .push(RelayAction::Open {
+                        conn: c.link,
+                        source,
+                    })
+                    .is_err()
+                {
+                    return out;
+                }
+            }
+        }
+        out
+    }
+
+    /// The best [`RANKED`] entries of a node, best first, and whether that is all of them.
+    fn ranked(&self, peer_id: Uuid, pfs_id: Uuid) -> Ranked<'_> {
+        let mut top: heapless::Vec<&SpanEntry, RANKED> = heapless::Vec::new();
+        let mut complete = true;
+        for e in self.node_entries(peer_id, pfs_id) {
+            let pos = top
+                .iter()
+                .position(|b| e.order() < b.order())
+                .unwrap_or(top.len());
+            if pos < RANKED {
+                if top.is_full() {
+                    top.pop();
+                    complete = false;
+                }
+                let _ = top.insert(pos, e);
+            } else {
+                complete = false;
+            }
+        }
+        Ranked {
+            peer_id,
+            pfs_id,
+            top,
+            complete,
+        }
+    }
+
+    /// [`best_for`](Self::best_for) from a ranked list: the first eligible entries in order
+    /// (a full scan only when the list is cut short and has too few eligible ones).
+    fn best_ranked(
+        &self,
+        r: &Ranked<'_>,
+        conn: &ConnFilter,
+    ) -> heapless::Vec<SpanKey, RELAYS_PER_NODE> {
+        let mut out: heapless::Vec<SpanKey, RELAYS_PER_NODE> = heapless::Vec::new();
+        for e in r.top.iter() {
+            if conn.accepts(e) && out.push(e.key).is_err() {
+                break;
+            }
+            if out.is_full() {
+                return out;
+            }
+        }
+        if r.complete {
+            out
+        } else {
+            self.best_for(r.peer_id, r.pfs_id, conn)
+        }
+    }
+
     /// Writes the span tree the way DragonFly's shell prints it: `Cluster` lines, `Node`
     /// lines under them, and a line per link with its msgid, the distance as received, and
     /// the link it came in on.
     pub fn write_tree(&self, w: &mut impl fmt::Write) -> fmt::Result {
+        self.write_tree_relays(w, |_, _| Ok(()))
+    }
+
+    /// [`write_tree`](Self::write_tree) with, under each link, the relays of that span
+    /// written by `relays(w, key)` (DragonFly prints `Relay-out msgid MSGID via LINK`
+    /// lines there, indented; [`write_relay_out`] writes one).
+    pub fn write_tree_relays<W: fmt::Write>(
+        &self,
+        w: &mut W,
+        mut relays: impl FnMut(&mut W, SpanKey) -> fmt::Result,
+    ) -> fmt::Result {
         self.for_each_node(|first_of_cluster, e| {
             if first_of_cluster {
                 writeln!(
@@ -377,11 +656,8 @@ impl<const N: usize> SpanTable<N> {
                 "    Node {:02x} {} ({})",
                 e.span.pfs_type, e.span.pfs_id, e.span.pfs_label
             )?;
-            let mut links: heapless::Vec<&SpanEntry, N> = self
-                .entries
-                .iter()
-                .filter(|x| x.same_node(&e.span))
-                .collect();
+            let mut links: heapless::Vec<&SpanEntry, N> =
+                self.node_entries(e.span.peer_id, e.span.pfs_id).collect();
             links.sort_unstable_by_key(|x| x.order());
             for l in links {
                 writeln!(
@@ -389,6 +665,7 @@ impl<const N: usize> SpanTable<N> {
                     "\tSLink msgid {} dist={} via {}",
                     l.key.msgid, l.span.dist, l.key.via
                 )?;
+                relays(w, l.key)?;
             }
             Ok(())
         })
@@ -411,7 +688,7 @@ impl<const N: usize> SpanTable<N> {
                 Escaped(e.span.peer_label.as_str().unwrap_or("?")),
                 Escaped(e.span.pfs_label.as_str().unwrap_or("?"))
             )?;
-            for l in self.entries.iter().filter(|x| x.same_node(&e.span)) {
+            for l in self.node_entries(e.span.peer_id, e.span.pfs_id) {
                 writeln!(
                     w,
                     "  \"self\" -> \"{}\" [label=\"link {} dist {}\"];",
@@ -620,6 +897,103 @@ mod tests {
         assert_eq!(db.insert(key(1, 2), span(1, 0, 3)), Err(SpanError::Full));
         assert_eq!(db.remove(key(9, 9)).err(), Some(SpanError::Unknown));
         assert_eq!(db.update(key(9, 9), span(1, 0, 3)), Err(SpanError::Unknown));
+    }
+
+    #[test]
+    fn indexes_agree_with_a_brute_force_model() {
+        // Random inserts, updates (that may move a span to another node) and removals,
+        // including whole links; after each step every lookup matches a plain scan.
+        let mut db: SpanTable<24> = SpanTable::new();
+        let mut model: std::vec::Vec<SpanEntry> = std::vec::Vec::new();
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..4000 {
+            let r = next();
+            let k = key((r % 4) as u16, (r >> 8) % 12);
+            let sp = span(((r >> 16) % 5) as u8, ((r >> 24) % 6) as u32, 3);
+            match (r >> 32) % 5 {
+                0 | 1 => {
+                    let want = if model.iter().any(|e| e.key == k) {
+                        Err(SpanError::Duplicate)
+                    } else if model.len() == 24 {
+                        Err(SpanError::Full)
+                    } else {
+                        model.push(SpanEntry { key: k, span: sp });
+                        Ok(())
+                    };
+                    assert_eq!(db.insert(k, sp), want);
+                }
+                2 => {
+                    let want = match model.iter_mut().find(|e| e.key == k) {
+                        Some(e) => {
+                            e.span = sp;
+                            Ok(())
+                        }
+                        None => Err(SpanError::Unknown),
+                    };
+                    assert_eq!(db.update(k, sp), want);
+                }
+                3 => {
+                    let want = model
+                        .iter()
+                        .position(|e| e.key == k)
+                        .map(|i| model.remove(i));
+                    assert_eq!(db.remove(k).ok(), want);
+                }
+                _ => {
+                    let link = LinkId((r % 4) as u16);
+                    let before = model.len();
+                    model.retain(|e| e.key.via != link);
+                    assert_eq!(db.remove_link(link), before - model.len());
+                }
+            }
+            assert_eq!(db.len(), model.len());
+            for e in &model {
+                assert_eq!(db.get(e.key), Some(e));
+            }
+            for node in 0..5u8 {
+                let (p, f) = (Uuid([0xC0; 16]), Uuid([node; 16]));
+                let mut got: std::vec::Vec<SpanKey> =
+                    db.node_entries(p, f).map(|e| e.key).collect();
+                let mut want: std::vec::Vec<SpanKey> = model
+                    .iter()
+                    .filter(|e| e.span.pfs_id == f)
+                    .map(|e| e.key)
+                    .collect();
+                got.sort();
+                want.sort();
+                assert_eq!(got, want);
+                for c in 0..4 {
+                    let mut brute: std::vec::Vec<&SpanEntry> = model
+                        .iter()
+                        .filter(|e| e.span.pfs_id == f && conn(c).accepts(e))
+                        .collect();
+                    brute.sort_by_key(|e| e.order());
+                    let brute: std::vec::Vec<SpanKey> =
+                        brute.iter().take(RELAYS_PER_NODE).map(|e| e.key).collect();
+                    assert_eq!(db.best_for(p, f, &conn(c)).as_slice(), brute.as_slice());
+                }
+            }
+            // Planning node by node gives what planning the whole table gives.
+            let conns = [conn(0), conn(1), conn(2), conn(3)];
+            let whole: heapless::Vec<RelayAction, 256> = db.plan(&conns, core::iter::empty());
+            let mut by_node = 0;
+            for node in 0..5u8 {
+                let (p, f) = (Uuid([0xC0; 16]), Uuid([node; 16]));
+                let part: heapless::Vec<RelayAction, 64> =
+                    db.plan_node(&p, &f, &conns, core::iter::empty(), |_, _| false);
+                for a in &part {
+                    assert!(whole.contains(a), "{a:?}");
+                }
+                by_node += part.len();
+            }
+            assert_eq!(by_node, whole.len());
+        }
     }
 
     #[test]

@@ -74,3 +74,5 @@ pub fn decode_stream(
     }
     (frames, None)
 }
+
+pub mod sim;

@@ -141,9 +141,7 @@ where
                 TxnEnd::Completed
             });
         }
-        if let Some(dst) = self.table_mut(side).get_mut(i) {
-            *dst = s;
-        }
+        self.table_mut(side).replace(i, s);
         self.check_clean_close();
         Ok(())
     }

@@ -134,27 +134,29 @@
 //!
 //! A `Connection<RX, AUX, TX, TXNS, C, S>` is one plain value (no pointers, `Clone + Eq + Hash`),
 //! so a model checker can copy and compare it, and a host can `Box` it. Its size is about
-//! `RX + AUX + TX + 2 * TXNS * 40 + 1.25 KiB` bytes (64-bit target):
+//! `RX + AUX + TX + 2 * TXNS * 44 + 1.7 KiB` bytes (64-bit target):
 //!
 //! | parameter | what it bounds | cost |
 //! |---|---|---|
 //! | `RX` | decoder storage: the largest frame received | `RX` bytes; at least `align64(AUX) + 512` (8-block headers, e.g. LNK_VOLCONF); `align64(AUX) + 2048` accepts every header size |
 //! | `AUX` | largest aux payload accepted (larger: the link dies with a `FIELD` decode error) | `AUX` bytes (the event buffer) |
 //! | `TX` | output queue, encoded bytes | `TX` bytes; the largest frame the application can send is `TX - 128` |
-//! | `TXNS` | open transactions per table (ours and theirs each) | 40 bytes per entry, two tables |
+//! | `TXNS` | open transactions per table (ours and theirs each) | 44 bytes per entry (40 plus 4 of msgid index), two tables |
 //! | `C` | the CRC-32C implementation | zero-sized; tables live in flash |
 //! | `S` | storage for the reliable session: [`NoSession`] (default) or [`Reliable`] | 0, or the session's window plus about 0.7 KiB ([`reliable`]) |
 //!
-//! The fixed part (about 1.25 KiB) holds the last received frame's parsed extended header
-//! (368 bytes), the peer's LNK_CONN (200), the counters (216), the decoder's and encoder's
-//! state, the remembered refusals and the timers. [`McuConnection`] (1 KiB aux, 8
-//! transactions) is 6,496 bytes; [`HostConnection`] (64 KiB aux, 256 transactions) 290,016
+//! The fixed part (about 1.7 KiB) holds the last received frame's parsed extended header
+//! (368 bytes) and, for commands without a structure, its raw extended header (448, see
+//! [`Received::ext`]), the peer's LNK_CONN (200), the counters (216), the decoder's and
+//! encoder's state, the remembered refusals and the timers. [`McuConnection`] (1 KiB aux, 8
+//! transactions) is 7,064 bytes; [`HostConnection`] (64 KiB aux, 256 transactions) 292,568
 //! bytes (both measured on x86_64; the `link_pair` test `mcu_config_is_small` prints them).
 
 mod cmd;
 pub mod config;
 mod error;
 pub mod event;
+pub(crate) mod index;
 mod outq;
 pub mod reliable;
 mod rx;
@@ -184,11 +186,11 @@ use outq::OutQueue;
 use txn::{Actor, Step, Table, Tombstones};
 
 /// A link for a small MCU leaf: 1 KiB aux, 8-block headers, 2 KiB output queue, 8
-/// transactions per table, the 1 KiB-table CRC. 6,496 bytes.
+/// transactions per table, the 1 KiB-table CRC. 7,064 bytes.
 pub type McuConnection = Connection<{ 8 * 64 + 1024 }, 1024, 2048, 8, SoftCrc32c1>;
 
 /// A link for a host: 64 KiB aux, every header size, room for two maximal frames in the
-/// output queue, 256 transactions per table. 290,016 bytes: `Box` it.
+/// output queue, 256 transactions per table. 292,568 bytes: `Box` it.
 pub type HostConnection =
     Connection<{ 32 * 64 + 65536 }, 65536, { 2 * (32 * 64 + 65536) }, 256, DefaultCrc>;
 

@@ -135,9 +135,7 @@ where
                         TxnEnd::Completed
                     });
                 }
-                if let Some(dst) = self.table_mut(side).get_mut(i) {
-                    *dst = s;
-                }
+                self.table_mut(side).replace(i, s);
                 let txn = TxnId::new(side, s.msgid, s.serial);
                 self.set_rx(RxKind::Message(txn), hdr, body, aux_len);
                 self.check_clean_close();

@@ -8,6 +8,8 @@
 
 use crate::wire::{Circuit, Command, Flags, MsgId};
 
+use super::index::{mix64, PosIndex};
+
 /// Who opened a transaction, which is also the table it lives in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -230,39 +232,67 @@ impl Slot {
 }
 
 /// A fixed-capacity table of transactions, keyed by msgid among live slots.
+///
+/// A hash index over msgids (`4 * N` bytes) and counts of taken and finished entries make
+/// every lookup O(1) expected, so a hub link carrying thousands of LNK_SPANs does not scan
+/// its table for every frame. Slots never move. A slot's `msgid` and `end` change only
+/// through [`insert`](Self::insert), [`replace`](Self::replace), [`take_ended`](Self::take_ended)
+/// and [`lose_all`](Self::lose_all), which keep the index and the counts in step.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Table<const N: usize> {
     slots: [Option<Slot>; N],
+    index: PosIndex<N>,
+    /// Taken entries (live plus finished-but-unreported).
+    used: usize,
+    /// Finished-but-unreported entries.
+    ended: usize,
+    /// Where the search for a free entry starts.
+    free_hint: usize,
+}
+
+fn msgid_hash(m: MsgId) -> u64 {
+    mix64(m.0 ^ 0x7a61_b1e5)
 }
 
 impl<const N: usize> Table<N> {
     pub const fn new() -> Self {
-        Table { slots: [None; N] }
+        Table {
+            slots: [None; N],
+            index: PosIndex::new(),
+            used: 0,
+            ended: 0,
+            free_hint: 0,
+        }
+    }
+
+    /// Index of the first slot for `msgid` for which `is` holds.
+    fn find_by(&self, msgid: MsgId, is: impl Fn(&Slot) -> bool) -> Option<usize> {
+        self.index.find(
+            msgid_hash(msgid),
+            |i| matches!(self.slots.get(i), Some(Some(s)) if s.msgid == msgid && is(s)),
+        )
     }
 
     /// Index of the live slot for `msgid`.
     pub fn find_live(&self, msgid: MsgId) -> Option<usize> {
-        self.slots
-            .iter()
-            .position(|s| matches!(s, Some(s) if s.is_live() && s.msgid == msgid))
+        self.find_by(msgid, |s| s.is_live())
     }
 
     /// Index of the live slot a handle names.
     pub fn find_handle(&self, msgid: MsgId, serial: u32) -> Option<usize> {
-        self.slots.iter().position(
-            |s| matches!(s, Some(s) if s.is_live() && s.msgid == msgid && s.serial == serial),
-        )
+        self.find_by(msgid, |s| s.is_live() && s.serial == serial)
     }
 
     /// Index of the slot a handle names, live or finished-but-unreported.
     pub fn find_any(&self, msgid: MsgId, serial: u32) -> Option<usize> {
-        self.slots
-            .iter()
-            .position(|s| matches!(s, Some(s) if s.msgid == msgid && s.serial == serial))
+        self.find_by(msgid, |s| s.serial == serial)
     }
 
     /// The first finished slot (the one `take_ended` would return).
     pub fn first_ended(&self) -> Option<&Slot> {
+        if self.ended == 0 {
+            return None;
+        }
         self.slots.iter().flatten().find(|s| !s.is_live())
     }
 
@@ -270,49 +300,88 @@ impl<const N: usize> Table<N> {
         self.slots.get(i).and_then(|s| s.as_ref())
     }
 
+    /// The slot at `i`, for changes that keep its `msgid` and `end` (e.g. its tag); use
+    /// [`replace`](Self::replace) for the rest.
     pub fn get_mut(&mut self, i: usize) -> Option<&mut Slot> {
         self.slots.get_mut(i).and_then(|s| s.as_mut())
+    }
+
+    /// Stores a new state of the slot at `i` (same msgid), counting a newly finished one.
+    pub fn replace(&mut self, i: usize, slot: Slot) {
+        let Some(Some(old)) = self.slots.get(i) else {
+            debug_assert!(false, "replacing an empty slot");
+            return;
+        };
+        debug_assert_eq!(old.msgid, slot.msgid, "a slot keeps its msgid");
+        match (old.is_live(), slot.is_live()) {
+            (true, false) => self.ended += 1,
+            (false, true) => self.ended -= 1,
+            _ => {}
+        }
+        self.slots[i] = Some(slot);
     }
 
     /// Stores `slot` in a free entry; `None` when every entry is taken (live or waiting to be
     /// reported).
     pub fn insert(&mut self, slot: Slot) -> Option<usize> {
-        let i = self.slots.iter().position(|s| s.is_none())?;
+        if self.used == N {
+            return None;
+        }
+        let i = (0..N)
+            .map(|k| (self.free_hint + k) % N)
+            .find(|&k| self.slots[k].is_none())?;
         self.slots[i] = Some(slot);
-        debug_assert!(self.occupied() <= N);
+        let ok = self.index.insert(msgid_hash(slot.msgid), i);
+        debug_assert!(ok, "index has a slot per entry");
+        self.used += 1;
+        if !slot.is_live() {
+            self.ended += 1;
+        }
+        self.free_hint = (i + 1) % N;
+        debug_assert!(self.used <= N);
         Some(i)
     }
 
     pub fn is_full(&self) -> bool {
-        self.slots.iter().all(|s| s.is_some())
+        self.used == N
     }
 
     /// Entries taken (live plus finished-but-unreported).
     pub fn occupied(&self) -> usize {
-        self.slots.iter().filter(|s| s.is_some()).count()
+        self.used
     }
 
     /// Live transactions.
     pub fn live(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|s| matches!(s, Some(s) if s.is_live()))
-            .count()
+        self.used - self.ended
     }
 
     pub fn has_ended(&self) -> bool {
-        self.slots
-            .iter()
-            .any(|s| matches!(s, Some(s) if !s.is_live()))
+        self.ended > 0
     }
 
     /// Frees the first finished slot and returns it.
     pub fn take_ended(&mut self) -> Option<Slot> {
+        if self.ended == 0 {
+            return None;
+        }
         let i = self
             .slots
             .iter()
             .position(|s| matches!(s, Some(s) if !s.is_live()))?;
-        self.slots[i].take()
+        let slot = self.slots[i]?;
+        let slots = &self.slots;
+        self.index.remove(msgid_hash(slot.msgid), i, |q| {
+            slots
+                .get(q)
+                .and_then(|s| s.as_ref())
+                .map_or(0, |s| msgid_hash(s.msgid))
+        });
+        self.slots[i] = None;
+        self.used -= 1;
+        self.ended -= 1;
+        self.free_hint = i;
+        Some(slot)
     }
 
     /// Marks every live transaction as lost with the link.
@@ -320,8 +389,10 @@ impl<const N: usize> Table<N> {
         for s in self.slots.iter_mut().flatten() {
             if s.is_live() {
                 s.end = Some(TxnEnd::LinkLost);
+                self.ended += 1;
             }
         }
+        debug_assert_eq!(self.ended, self.used);
     }
 
     pub fn contains_live_msgid(&self, msgid: MsgId) -> bool {
@@ -330,9 +401,7 @@ impl<const N: usize> Table<N> {
 
     /// True when any entry, live or waiting to be reported, uses `msgid`.
     pub fn holds_msgid(&self, msgid: MsgId) -> bool {
-        self.slots
-            .iter()
-            .any(|s| matches!(s, Some(s) if s.msgid == msgid))
+        self.find_by(msgid, |_| true).is_some()
     }
 }
 

@@ -1,0 +1,912 @@
+//! The cluster layer: a [`Node`] owns several links and runs DMSG's SPAN protocol over them
+//! (the span database, relays, routing over circuits, the debug shell).
+//!
+//! A leaf has one link, a hub many: the same code with different bounds. Every table is a
+//! compile-time capacity; running into one is a typed, counted outcome (a refused span, a
+//! refused route, a postponed relay), never a panic and never unbounded memory. The full
+//! rules are in `spec/NODE.md`.
+//!
+//! # What a node does
+//!
+//! - **Spans**: LNK_SPAN transactions peers open are kept in a [`SpanTable`], grouped by
+//!   cluster and node, each node's links sorted by distance. A span is accepted with
+//!   `LNK_ERROR|CREATE|REPLY|REVTRANS` (as DragonFly does) and refused with error PARAM when
+//!   the table is full. [`Node::advertise`] adds spans of our own.
+//! - **Relays**: for every link whose peer sent LNK_CONN, the best two links of every node
+//!   are relayed as LNK_SPANs of ours with `dist + 1` (never back out of the link they came
+//!   from, never beyond distance 16, filtered by the peer's `peer_mask` and, for a CLIENT,
+//!   its cluster). Planned per node after every change, applied as the links have room,
+//!   retried when they drain (see [`relay`]).
+//! - **Routing**: [`Node::open`] opens a transaction to a remote node over the span that
+//!   leads to it; relays forward it hop by hop and both ends see it closed with LOSTLINK if
+//!   the route is lost, CANTCIRC if the circuit does not exist (see [`route`]).
+//! - **Shell**: DBG_SHELL commands (`help`, `tree`, `conns`, `dot`) are answered the way
+//!   DragonFly's daemon answers them (see [`shell`]).
+//!
+//! # The drive contract
+//!
+//! The same shape as [`Connection`]'s, for many links. Inputs are
+//! `handle_*` calls that take the current time and a link; outputs are pulled with `poll_*`.
+//! After **any** input (bytes, a timeout, a closed transport, a command):
+//!
+//! 1. **transmit**: call [`poll_transmit`](Node::poll_transmit) (for one link, or `None`
+//!    for any) until it returns `None`, and write each [`Transmit`] to its link's transport;
+//! 2. **events**: call [`poll_event`](Node::poll_event) until it returns `None`. Frame
+//!    events borrow the node until the next call: copy out what you need, then issue
+//!    commands. Issuing commands or taking events can make more output, so repeat 1 and 2
+//!    until both return `None` in the same round;
+//! 3. **input left over**: [`handle_input`](Node::handle_input) consumes only what the node
+//!    can act on now (a link stops while its next frame waits for the application, or for
+//!    room on the link it is relayed to). Keep the rest and feed it again after 1 and 2;
+//! 4. **timer**: call [`handle_timeout`](Node::handle_timeout) when the instant from
+//!    [`poll_timeout`](Node::poll_timeout) has passed (early or repeated calls are harmless).
+//!
+//! ```text
+//! loop {
+//!     let (link, data) = wait_for(any socket readable, or node.poll_timeout());
+//!     let now = clock();
+//!     match data {
+//!         Readable(bytes)  => pending[link].extend(bytes),
+//!         Eof | Error      => node.handle_close(now, link),
+//!         TimerFired       => node.handle_timeout(now),
+//!     }
+//!     loop {
+//!         let mut busy = false;
+//!         for link in links_with_pending_input {           // step 3
+//!             let used = node.handle_input(now, link, &pending[link]);
+//!             pending[link].drain(..used);
+//!             busy |= used > 0;
+//!         }
+//!         while let Some(t) = node.poll_transmit(now, None, &mut buf) {   // step 1
+//!             sockets[t.link].write_all(&buf[..t.len]);
+//!             busy = true;
+//!         }
+//!         while let Some(event) = node.poll_event() {     // step 2
+//!             react(event);                               // may call node.open/send/...
+//!             busy = true;
+//!         }
+//!         if !busy { break; }
+//!     }
+//! }
+//! ```
+//!
+//! The same loop, runnable: a hub with two leaves; one leaf asks the other for "ping" over
+//! a circuit through the hub.
+//!
+//! ```
+//! use dmsg_core::link::{LinkConfig, Outgoing};
+//! use dmsg_core::node::{Node, NodeAddr, NodeEvent};
+//! use dmsg_core::span::LinkId;
+//! use dmsg_core::time::Instant;
+//! use dmsg_core::wire::{body::SpanRepr, Command, Flags, Uuid};
+//!
+//! // 4 links, 64 spans, 64 relays, 16 routes; small links.
+//! type N = Node<4, 64, 64, 16, { 8 * 64 + 1024 }, 1024, 4096, 32>;
+//!
+//! fn span_of(id: u8) -> SpanRepr {
+//!     SpanRepr { peer_type: 3, peer_id: Uuid([9; 16]), pfs_id: Uuid([id; 16]), ..SpanRepr::default() }
+//! }
+//! let now = Instant::ZERO;
+//! let cfg = LinkConfig::default();
+//! let (mut hub, mut a, mut b) = (N::new(Default::default()), N::new(Default::default()), N::new(Default::default()));
+//! let ha = hub.add_link(now, &cfg).unwrap();
+//! let hb = hub.add_link(now, &cfg).unwrap();
+//! let la = a.add_link(now, &cfg).unwrap();
+//! let lb = b.add_link(now, &cfg).unwrap();
+//! a.advertise(span_of(1)).unwrap();
+//! b.advertise(span_of(2)).unwrap();
+//!
+//! // Wires: (from node, from link) -> (to node, to link). Node indices: 0 hub, 1 a, 2 b.
+//! let wires = [((1, la), (0, ha)), ((0, ha), (1, la)), ((2, lb), (0, hb)), ((0, hb), (2, lb))];
+//! let mut pending: Vec<Vec<u8>> = vec![Vec::new(); 4]; // per wire, bytes in flight
+//! let mut log = Vec::new();
+//! let mut asked = false;
+//! for _round in 0..50 {
+//!     let mut nodes = [&mut hub, &mut a, &mut b];
+//!     for (w, &(_, (to, link))) in wires.iter().enumerate() {
+//!         let used = nodes[to].handle_input(now, link, &pending[w]);
+//!         pending[w].drain(..used);
+//!     }
+//!     for (n, node) in nodes.iter_mut().enumerate() {
+//!         let mut buf = [0u8; 2048];
+//!         loop {
+//!             let mut busy = false;
+//!             while let Some(t) = node.poll_transmit(now, None, &mut buf) {
+//!                 let w = wires.iter().position(|&(from, _)| from == (n, t.link)).unwrap();
+//!                 pending[w].extend_from_slice(&buf[..t.len]);
+//!                 busy = true;
+//!             }
+//!             let mut answer = None;
+//!             while let Some(ev) = node.poll_event() {
+//!                 busy = true;
+//!                 match ev {
+//!                     NodeEvent::Opened { txn, msg, .. } => {
+//!                         log.push(format!("node {n} opened {:?}", msg.aux));
+//!                         answer = Some(txn);
+//!                         break;
+//!                     }
+//!                     NodeEvent::Message { msg, .. } => log.push(format!("node {n} got {:?}", msg.aux)),
+//!                     NodeEvent::Closed { error, .. } => log.push(format!("node {n} closed {error}")),
+//!                     _ => {}
+//!                 }
+//!             }
+//!             if let Some(txn) = answer {
+//!                 let pong = Outgoing::new(Command::DbgShell).with_aux(b"pong");
+//!                 node.send(now, txn, &pong, Flags::DELETE).unwrap();
+//!             }
+//!             if !busy { break; }
+//!         }
+//!     }
+//!     let to_b = NodeAddr { peer_id: Uuid([9; 16]), pfs_id: Uuid([2; 16]) };
+//!     if !asked && a.route_to(&to_b).is_some() {
+//!         let ping = Outgoing::new(Command::DbgShell).with_aux(b"ping");
+//!         a.open(now, to_b, &ping, Flags::DELETE).unwrap(); // CREATE|DELETE: one-frame request
+//!         asked = true;
+//!     }
+//! }
+//! assert!(log.contains(&"node 2 opened [112, 105, 110, 103]".to_string()));
+//! assert!(log.contains(&"node 1 got [112, 111, 110, 103]".to_string()));
+//! assert!(log.contains(&"node 1 closed 0".to_string()));
+//! assert!(log.contains(&"node 2 closed 0".to_string()));
+//! assert_eq!(hub.stats().routes_relayed, 1);
+//! ```
+//!
+//! # Memory
+//!
+//! A `Node<LINKS, SPANS, RELAYS, ROUTES, RX, AUX, TX, TXNS, C>` is one plain value
+//! (`Clone + Eq + Hash + Debug`); `Box` it on a host. Its size is about
+//! `LINKS * (size of a Connection<RX, AUX, TX, TXNS, C> + 150) + SPANS * 470 +
+//! RELAYS * 120 + ROUTES * 104 + 2.5 KiB`:
+//!
+//! | parameter | what it bounds | cost |
+//! |---|---|---|
+//! | `LINKS` | links at once (ids are reused only after a link's `LinkDown`) | one [`Connection`] each (see its table) plus ~150 bytes |
+//! | `SPANS` | spans held (received and our own) and nodes reported reachable | ~470 bytes each (entry 420 with labels, two index slots, a reachability slot) |
+//! | `RELAYS` | LNK_SPANs we keep open to relay spans (at most 2 per node per link) | ~120 bytes each |
+//! | `ROUTES` | transactions routed through us or opened over circuits | ~104 bytes each |
+//! | `RX`, `AUX`, `TX`, `TXNS`, `C` | each link's buffers and tables | see [`link`](crate::link) |
+//!
+//! The per-link `TXNS` must cover the LNK_SPANs a link carries both ways (up to 2 per
+//! remote node each way) plus the routed transactions on it.
+
+mod event;
+mod pump;
+mod reach;
+pub mod relay;
+pub mod route;
+pub mod shell;
+mod slot;
+mod stats;
+mod types;
+
+pub use event::NodeEvent;
+pub use relay::{Relay, RelayState};
+pub use route::{Route, RouteEnd};
+pub use stats::{LinkNodeStats, NodeStats};
+pub use types::{LocalSpan, NodeAddr, NodeConfig, NodeError, NodeTxn, Via};
+
+use crate::crc::{Crc32c, DefaultCrc};
+use crate::link::{Connection, Event, LinkConfig, Outgoing, Side};
+use crate::span::{LinkId, SpanKey, SpanTable};
+use crate::time::Instant;
+use crate::wire::body::SpanRepr;
+use crate::wire::{Flags, MsgId};
+
+use event::{Notice, NoticeQueue};
+use reach::{Dirty, ReachSet};
+use relay::RelayTable;
+use route::RouteTable;
+use slot::{AppPending, LinkSlot};
+use types::tag;
+
+/// Bytes to write to one link's transport, from [`Node::poll_transmit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[must_use]
+pub struct Transmit {
+    /// The link.
+    pub link: LinkId,
+    /// How many bytes of the buffer.
+    pub len: usize,
+}
+
+/// A DMSG node: several links and the cluster layer over them. See the [module
+/// docs](self) for the drive contract and memory costs.
+///
+/// - `LINKS`: links at once (1 for a leaf).
+/// - `SPANS`: spans held (received and our own).
+/// - `RELAYS`: relayed LNK_SPANs we keep open.
+/// - `ROUTES`: routed transactions (through us, or ours over circuits).
+/// - `RX`, `AUX`, `TX`, `TXNS`, `C`: each link's [`Connection`] parameters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Node<
+    const LINKS: usize,
+    const SPANS: usize,
+    const RELAYS: usize,
+    const ROUTES: usize,
+    const RX: usize,
+    const AUX: usize,
+    const TX: usize,
+    const TXNS: usize,
+    C = DefaultCrc,
+> {
+    config: NodeConfig,
+    now: Instant,
+    slots: [Option<LinkSlot<RX, AUX, TX, TXNS, C>>; LINKS],
+    gens: [u16; LINKS],
+    spans: SpanTable<SPANS>,
+    next_local: u64,
+    relays: RelayTable<RELAYS>,
+    routes: RouteTable<ROUTES>,
+    reach: ReachSet<SPANS>,
+    dirty: Dirty,
+    notices: NoticeQueue,
+    cursor: usize,
+    /// Something may be possible now that was not: run [`Node::progress`].
+    work: bool,
+    /// Output drained or a transaction finished since the last progress: retry what waited.
+    room_freed: bool,
+    /// A relay was removed since the last progress (a plan blocked on a full relay table
+    /// may go on).
+    relay_room: bool,
+    /// A plan was blocked by the full relay table.
+    relay_full_blocked: bool,
+    stats: NodeStats,
+}
+
+impl<
+        const LINKS: usize,
+        const SPANS: usize,
+        const RELAYS: usize,
+        const ROUTES: usize,
+        const RX: usize,
+        const AUX: usize,
+        const TX: usize,
+        const TXNS: usize,
+        C: Crc32c + Clone,
+    > Node<LINKS, SPANS, RELAYS, ROUTES, RX, AUX, TX, TXNS, C>
+{
+    /// Compile-time checks of the bounds.
+    const LAYOUT: () = {
+        assert!(LINKS >= 1 && LINKS < 0x7FFF, "LINKS must be 1..32767");
+        assert!(SPANS < u32::MAX as usize && RELAYS < u32::MAX as usize);
+    };
+
+    /// A node with no links.
+    pub fn new(config: NodeConfig) -> Self {
+        let () = Self::LAYOUT;
+        Node {
+            config,
+            now: Instant::ZERO,
+            slots: [const { None }; LINKS],
+            gens: [0; LINKS],
+            spans: SpanTable::new(),
+            next_local: 1,
+            relays: RelayTable::new(),
+            routes: RouteTable::new(),
+            reach: ReachSet::new(),
+            dirty: Dirty::new(),
+            notices: NoticeQueue::new(),
+            cursor: 0,
+            work: false,
+            room_freed: false,
+            relay_room: false,
+            relay_full_blocked: false,
+            stats: NodeStats::default(),
+        }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Links
+
+    /// Adds a link on a freshly connected transport: its LNK_CONN is queued at once and
+    /// [`NodeEvent::LinkUp`] reported. Errors: [`NodeError::LinksFull`],
+    /// [`NodeError::Config`].
+    pub fn add_link(&mut self, now: Instant, config: &LinkConfig) -> Result<LinkId, NodeError>
+    where
+        C: Default,
+    {
+        self.now = now;
+        let i = self
+            .slots
+            .iter()
+            .position(|s| s.is_none())
+            .ok_or(NodeError::LinksFull)?;
+        let conn = Connection::new(now, config, C::default()).map_err(NodeError::Config)?;
+        // Ids: slot + LINKS * generation, so a reused slot gets a new id, and id % LINKS
+        // finds the slot. Never LinkId::LOCAL.
+        let max_gen = ((0xFFFE - i) / LINKS) as u16;
+        let gen = if self.gens[i] > max_gen {
+            0
+        } else {
+            self.gens[i]
+        };
+        self.gens[i] = gen.wrapping_add(1);
+        let id = LinkId((i + LINKS * gen as usize) as u16);
+        self.slots[i] = Some(LinkSlot {
+            id,
+            conn,
+            stats: LinkNodeStats::default(),
+            shell: None,
+            app: None,
+            stalled: false,
+            active: true,
+            down: false,
+            discard_app: false,
+            plan_blocked: false,
+            room: false,
+        });
+        self.work = true;
+        Ok(id)
+    }
+
+    /// Drops a link now (the application is done with it): its pending frame for the
+    /// application is discarded, it is closed with LOSTLINK if still open, and its slot is
+    /// freed once its [`NodeEvent::LinkDown`] was queued. Error: [`NodeError::UnknownLink`].
+    pub fn remove_link(&mut self, now: Instant, link: LinkId) -> Result<(), NodeError> {
+        self.now = now;
+        let slot = self.slot_mut(link).ok_or(NodeError::UnknownLink(link))?;
+        slot.discard_app = true;
+        slot.conn.handle_close();
+        slot.active = true;
+        if slot.app.take().is_some() {
+            // The frame the application did not take yet.
+            let _ = slot.conn.poll_event();
+        }
+        self.work = true;
+        self.progress();
+        Ok(())
+    }
+
+    /// Starts a clean shutdown of a link (LNK_CONN DELETEs both ways; see
+    /// [`Connection::close`]).
+    pub fn close_link(&mut self, now: Instant, link: LinkId) -> Result<(), NodeError> {
+        self.now = now;
+        let slot = self.slot_mut(link).ok_or(NodeError::UnknownLink(link))?;
+        slot.conn.close(now)?;
+        slot.active = true;
+        self.work = true;
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Inputs
+
+    /// Feeds bytes received on `link`; returns how many were used. Feed the rest again after
+    /// draining [`poll_transmit`](Self::poll_transmit) and [`poll_event`](Self::poll_event)
+    /// (see the drive contract). Bytes for an unknown (removed) link are discarded: the
+    /// return is `input.len()`.
+    #[must_use = "unused input must be fed again after draining transmit and events"]
+    pub fn handle_input(&mut self, now: Instant, link: LinkId, input: &[u8]) -> usize {
+        self.now = now;
+        let Some(i) = self.slot_index(link) else {
+            return input.len();
+        };
+        let mut used = 0;
+        let mut stuck = false;
+        loop {
+            let Some(slot) = self.slots.get_mut(i).and_then(|s| s.as_mut()) else {
+                return input.len();
+            };
+            let n = slot
+                .conn
+                .handle_input(now, input.get(used..).unwrap_or(&[]));
+            slot.active = true;
+            used += n;
+            self.work = true;
+            self.progress();
+            if used >= input.len() {
+                return input.len();
+            }
+            if n == 0 {
+                // The link waits for an event to be taken; taking it (above) may have
+                // opened the gate: try once more, then leave the rest to the caller.
+                if stuck {
+                    return used;
+                }
+                stuck = true;
+            } else {
+                stuck = false;
+            }
+        }
+    }
+
+    /// The transport of `link` is gone (EOF, reset): the link closes, every transaction on
+    /// it ends with LOSTLINK, its spans and relays go away, and [`NodeEvent::LinkDown`]
+    /// follows. Unknown links are ignored.
+    pub fn handle_close(&mut self, now: Instant, link: LinkId) {
+        self.now = now;
+        if let Some(slot) = self.slot_mut(link) {
+            slot.conn.handle_close();
+            slot.active = true;
+            self.work = true;
+            self.progress();
+        }
+    }
+
+    /// Advances every link's timers (keepalive, idle timeout, close timeout). Calling it
+    /// early, late or repeatedly is harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        for slot in self.slots.iter_mut().flatten() {
+            if slot.conn.poll_timeout().is_some_and(|t| t <= now) {
+                slot.conn.handle_timeout(now);
+                slot.active = true;
+                self.work = true;
+            }
+        }
+        self.progress();
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Outputs
+
+    /// Copies queued bytes of `link` (or of any link, with `None`) into `buf`. Call until
+    /// it returns `None` after every input.
+    #[must_use = "the returned bytes must be written to the link's transport"]
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        link: Option<LinkId>,
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
+        self.now = now;
+        if self.work {
+            self.progress();
+        }
+        let i = match link {
+            Some(l) => self.slot_index(l)?,
+            None => {
+                let found = (0..LINKS).map(|k| (self.cursor + k) % LINKS).find(|&k| {
+                    self.slots[k]
+                        .as_ref()
+                        .is_some_and(|s| s.conn.pending_transmit() > 0)
+                })?;
+                self.cursor = (found + 1) % LINKS;
+                found
+            }
+        };
+        let slot = self.slots.get_mut(i)?.as_mut()?;
+        let n = slot.conn.poll_transmit(now, buf);
+        if n == 0 {
+            return None;
+        }
+        slot.room = true;
+        self.work = true;
+        self.room_freed = true;
+        Some(Transmit {
+            link: slot.id,
+            len: n,
+        })
+    }
+
+    /// The next event. Frame events borrow the node until the next call. Call until `None`
+    /// after every input.
+    #[must_use = "events must be handled"]
+    pub fn poll_event(&mut self) -> Option<NodeEvent<'_>> {
+        if self.work {
+            self.progress();
+        }
+        if let Some(n) = self.notices.pop() {
+            self.work = true; // room in the queue: links may go on
+            return Some(self.notice_event(n));
+        }
+        let i = (0..LINKS)
+            .map(|k| (self.cursor + k) % LINKS)
+            .find(|&k| self.slots[k].as_ref().is_some_and(|s| s.app.is_some()))?;
+        self.cursor = (i + 1) % LINKS;
+        self.work = true;
+        let slot = self.slots.get_mut(i)?.as_mut()?;
+        let kind = slot.app.take()?;
+        slot.active = true;
+        let link = slot.id;
+        match (kind, slot.conn.poll_event()) {
+            (AppPending::Opened(via), Some(Event::Opened { txn, msg })) => {
+                Some(NodeEvent::Opened {
+                    txn: NodeTxn { link, txn },
+                    via,
+                    msg,
+                })
+            }
+            (AppPending::Message, Some(Event::Message { txn, msg })) => Some(NodeEvent::Message {
+                txn: NodeTxn { link, txn },
+                msg,
+            }),
+            (AppPending::OneWay(via), Some(Event::OneWay { msg })) => {
+                Some(NodeEvent::OneWay { link, via, msg })
+            }
+            _ => {
+                // The link's next event was the frame when it was marked; nothing can come
+                // before it. Not reachable; the event is dropped.
+                debug_assert!(false, "application frame out of order");
+                None
+            }
+        }
+    }
+
+    fn notice_event(&self, n: Notice) -> NodeEvent<'_> {
+        match n {
+            Notice::LinkUp(link) => NodeEvent::LinkUp { link },
+            Notice::PeerConn(link) => match self.slot(link).and_then(|s| s.conn.peer_conn()) {
+                Some(conn) => NodeEvent::PeerConn { link, conn },
+                None => NodeEvent::LinkUp { link },
+            },
+            Notice::LinkDown(link, reason) => NodeEvent::LinkDown { link, reason },
+            Notice::Reachable(node, dist) => NodeEvent::Reachable { node, dist },
+            Notice::Unreachable(node) => NodeEvent::Unreachable { node },
+            Notice::Closed(txn, error, end) => NodeEvent::Closed { txn, error, end },
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should be called next (the earliest
+    /// timer of any link); `None` with no open link.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter_map(|s| s.conn.poll_timeout())
+            .min()
+    }
+
+    // ----------------------------------------------------------------------------------
+    // The engine
+
+    /// Does everything that can be done now: takes link events, sends owed aborts, shell
+    /// output and planned relays, reports reachability, frees finished links. Each step
+    /// consumes finite work, so this ends.
+    fn progress(&mut self) {
+        self.work = false;
+        loop {
+            let mut did = self.pump_all();
+            did |= self.run_kills();
+            did |= self.run_shell();
+            did |= self.run_plan();
+            did |= self.run_reach();
+            did |= self.free_slots();
+            if did {
+                // What was just sent or taken may let a waiting link go on.
+                self.room_freed = true;
+                continue;
+            }
+            break;
+        }
+        if self.room_freed {
+            for s in self.slots.iter_mut().flatten() {
+                s.room = false;
+            }
+        }
+        self.room_freed = false;
+        self.relay_room = false;
+    }
+
+    /// Frees the slots of links that are down and drained.
+    fn free_slots(&mut self) -> bool {
+        let mut did = false;
+        for s in self.slots.iter_mut() {
+            let done = s.as_ref().is_some_and(|x| {
+                x.down && x.app.is_none() && x.conn.pending_transmit() == 0 && !x.active
+            });
+            if done {
+                *s = None;
+                did = true;
+            }
+        }
+        did
+    }
+
+    pub(crate) fn slot_index(&self, id: LinkId) -> Option<usize> {
+        let i = id.0 as usize % LINKS;
+        match self.slots.get(i).and_then(|s| s.as_ref()) {
+            Some(s) if s.id == id => Some(i),
+            _ => None,
+        }
+    }
+
+    fn slot(&self, id: LinkId) -> Option<&LinkSlot<RX, AUX, TX, TXNS, C>> {
+        self.slots.get(self.slot_index(id)?)?.as_ref()
+    }
+
+    pub(crate) fn slot_mut(&mut self, id: LinkId) -> Option<&mut LinkSlot<RX, AUX, TX, TXNS, C>> {
+        let i = self.slot_index(id)?;
+        let s = self.slots.get_mut(i)?.as_mut()?;
+        s.active = true;
+        Some(s)
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Commands
+
+    /// Advertises a span of our own (e.g. a leaf advertising itself) on every link whose
+    /// peer sent LNK_CONN, at the span's own `dist` (normally 0).
+    pub fn advertise(&mut self, span: SpanRepr) -> Result<LocalSpan, NodeError> {
+        let key = SpanKey {
+            via: LinkId::LOCAL,
+            msgid: MsgId(self.next_local),
+        };
+        self.spans
+            .insert(key, span)
+            .map_err(|_| NodeError::SpansFull)?;
+        self.next_local += 1;
+        self.dirty.mark(NodeAddr {
+            peer_id: span.peer_id,
+            pfs_id: span.pfs_id,
+        });
+        self.work = true;
+        Ok(LocalSpan(key.msgid))
+    }
+
+    /// Withdraws a span of our own: its relays are closed.
+    pub fn withdraw(&mut self, span: LocalSpan) -> Result<(), NodeError> {
+        let e = self
+            .spans
+            .remove(SpanKey {
+                via: LinkId::LOCAL,
+                msgid: span.0,
+            })
+            .map_err(|_| NodeError::UnknownSpan)?;
+        self.dirty.mark(NodeAddr {
+            peer_id: e.span.peer_id,
+            pfs_id: e.span.pfs_id,
+        });
+        self.work = true;
+        Ok(())
+    }
+
+    /// The best known way to `node`: the link its best span came in on, and that span's
+    /// advertised distance. `None` when it is not reachable.
+    pub fn route_to(&self, node: &NodeAddr) -> Option<(LinkId, u32)> {
+        self.spans
+            .best_remote(&node.peer_id, &node.pfs_id)
+            .map(|e| (e.key.via, e.advertised_dist()))
+    }
+
+    /// Opens a transaction to the remote node `to`, over the span that leads to it (the
+    /// circuit is that LNK_SPAN; relays forward it hop by hop). `flags` as for
+    /// [`Connection::open`] (DELETE for a one-frame request). If the route is lost the
+    /// transaction is closed with LOSTLINK; if a relay has no such circuit, with CANTCIRC.
+    pub fn open(
+        &mut self,
+        now: Instant,
+        to: NodeAddr,
+        msg: &Outgoing<'_>,
+        flags: Flags,
+    ) -> Result<NodeTxn, NodeError> {
+        self.now = now;
+        let e = *self
+            .spans
+            .best_remote(&to.peer_id, &to.pfs_id)
+            .ok_or(NodeError::Unreachable)?;
+        if self.routes.is_full() {
+            return Err(NodeError::RoutesFull);
+        }
+        let link = e.key.via;
+        let slot = self.slot_mut(link).ok_or(NodeError::Unreachable)?;
+        let circuit = slot
+            .conn
+            .txn_handle(Side::Theirs, e.key.msgid)
+            .ok_or(NodeError::Unreachable)?;
+        let txn = slot.conn.open(now, msg, flags, Some(circuit))?;
+        slot.conn.set_txn_tag(txn, tag::APP_ROUTED);
+        let ok = self.routes.insert(Route {
+            ends: [
+                Some(RouteEnd {
+                    link,
+                    txn,
+                    circuit,
+                    closed: false,
+                    kill: false,
+                }),
+                None,
+            ],
+            dying: false,
+        });
+        debug_assert!(ok, "checked is_full");
+        self.stats.routes_app += 1;
+        self.stats.routes_high_water = self.stats.routes_high_water.max(self.routes.len() as u64);
+        self.work = true;
+        Ok(NodeTxn { link, txn })
+    }
+
+    /// Opens a transaction directly with the peer of `link` (circuit 0), or stacked on one
+    /// of our transactions on that link (`parent`).
+    pub fn open_on(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        msg: &Outgoing<'_>,
+        flags: Flags,
+        parent: Option<NodeTxn>,
+    ) -> Result<NodeTxn, NodeError> {
+        self.now = now;
+        if let Some(p) = parent {
+            self.check_app(p)?;
+            if p.link != link {
+                return Err(NodeError::UnknownLink(p.link));
+            }
+            if self.routes.is_full() {
+                return Err(NodeError::RoutesFull);
+            }
+        }
+        let slot = self.slot_mut(link).ok_or(NodeError::UnknownLink(link))?;
+        let txn = slot.conn.open(now, msg, flags, parent.map(|p| p.txn))?;
+        match parent {
+            None => {
+                slot.conn.set_txn_tag(txn, tag::APP);
+            }
+            Some(p) => {
+                slot.conn.set_txn_tag(txn, tag::APP_ROUTED);
+                let ok = self.routes.insert(Route {
+                    ends: [
+                        Some(RouteEnd {
+                            link,
+                            txn,
+                            circuit: p.txn,
+                            closed: false,
+                            kill: false,
+                        }),
+                        None,
+                    ],
+                    dying: false,
+                });
+                debug_assert!(ok, "checked is_full");
+            }
+        }
+        self.work = true;
+        Ok(NodeTxn { link, txn })
+    }
+
+    fn check_app(&self, t: NodeTxn) -> Result<(), NodeError> {
+        let slot = self.slot(t.link).ok_or(NodeError::UnknownLink(t.link))?;
+        match slot.conn.txn_tag(t.txn) {
+            Some(tag::APP | tag::APP_ROUTED | tag::NONE) => Ok(()),
+            Some(_) => Err(NodeError::NotApplication(t)),
+            None => Err(NodeError::Link(crate::link::SendError::UnknownTxn(t.txn))),
+        }
+    }
+
+    /// Sends `msg` in one of our transactions (see [`Connection::send`]).
+    pub fn send(
+        &mut self,
+        now: Instant,
+        txn: NodeTxn,
+        msg: &Outgoing<'_>,
+        flags: Flags,
+    ) -> Result<(), NodeError> {
+        self.now = now;
+        self.check_app(txn)?;
+        let slot = self
+            .slot_mut(txn.link)
+            .ok_or(NodeError::UnknownLink(txn.link))?;
+        slot.conn.send(now, txn.txn, msg, flags)?;
+        self.work = true;
+        Ok(())
+    }
+
+    /// Answers and closes our direction with `error` (see [`Connection::reply`]).
+    pub fn reply(&mut self, now: Instant, txn: NodeTxn, error: u32) -> Result<(), NodeError> {
+        self.now = now;
+        self.check_app(txn)?;
+        let slot = self
+            .slot_mut(txn.link)
+            .ok_or(NodeError::UnknownLink(txn.link))?;
+        slot.conn.reply(now, txn.txn, error)?;
+        self.work = true;
+        Ok(())
+    }
+
+    /// Closes our direction (LNK_ERROR|DELETE, error 0).
+    pub fn delete(&mut self, now: Instant, txn: NodeTxn) -> Result<(), NodeError> {
+        self.reply(now, txn, 0)
+    }
+
+    /// Aborts one of our transactions (LNK_ERROR|ABORT|DELETE).
+    pub fn abort(&mut self, now: Instant, txn: NodeTxn) -> Result<(), NodeError> {
+        self.now = now;
+        self.check_app(txn)?;
+        let slot = self
+            .slot_mut(txn.link)
+            .ok_or(NodeError::UnknownLink(txn.link))?;
+        slot.conn.abort(now, txn.txn)?;
+        self.work = true;
+        Ok(())
+    }
+
+    /// Sends a one-way message to the peer of `link` (`reply` sets REPLY).
+    pub fn send_one_way(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        msg: &Outgoing<'_>,
+        reply: bool,
+    ) -> Result<(), NodeError> {
+        self.now = now;
+        let slot = self.slot_mut(link).ok_or(NodeError::UnknownLink(link))?;
+        slot.conn.send_one_way(now, msg, reply, None)?;
+        self.work = true;
+        Ok(())
+    }
+
+    /// Sends a one-way message to the remote node `to` over the span that leads to it
+    /// (relays forward one-way frames towards the node that advertised the span).
+    pub fn send_one_way_to(
+        &mut self,
+        now: Instant,
+        to: NodeAddr,
+        msg: &Outgoing<'_>,
+    ) -> Result<(), NodeError> {
+        self.now = now;
+        let e = *self
+            .spans
+            .best_remote(&to.peer_id, &to.pfs_id)
+            .ok_or(NodeError::Unreachable)?;
+        let slot = self.slot_mut(e.key.via).ok_or(NodeError::Unreachable)?;
+        let circuit = slot
+            .conn
+            .txn_handle(Side::Theirs, e.key.msgid)
+            .ok_or(NodeError::Unreachable)?;
+        slot.conn.send_one_way(now, msg, false, Some(circuit))?;
+        self.work = true;
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Queries
+
+    /// The node's settings.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The span database.
+    pub fn spans(&self) -> &SpanTable<SPANS> {
+        &self.spans
+    }
+
+    /// The relays (LNK_SPANs we keep open on other links).
+    pub fn relays(&self) -> &[Relay] {
+        self.relays.all()
+    }
+
+    /// The routed transactions (through us, or ours over circuits).
+    pub fn routes(&self) -> &[Route] {
+        self.routes.all()
+    }
+
+    /// Counters of the node.
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    /// The ids of the links in use.
+    pub fn links(&self) -> impl Iterator<Item = LinkId> + '_ {
+        self.slots.iter().flatten().map(|s| s.id)
+    }
+
+    /// A link's connection (state, peer LNK_CONN, counters, transactions).
+    pub fn link(&self, link: LinkId) -> Option<&Connection<RX, AUX, TX, TXNS, C>> {
+        self.slot(link).map(|s| &s.conn)
+    }
+
+    /// A link's counters of the cluster layer.
+    pub fn link_stats(&self, link: LinkId) -> Option<&LinkNodeStats> {
+        self.slot(link).map(|s| &s.stats)
+    }
+
+    /// True when the node has work it is waiting to do: relays to plan or retry, aborts or
+    /// shell output owed, reachability to report, or a link whose next frame waits for
+    /// room. A quiet network with this false has converged.
+    pub fn has_pending_work(&self) -> bool {
+        self.dirty.has_plan_work()
+            || self.dirty.has_reach_work()
+            || self
+                .routes
+                .all()
+                .iter()
+                .any(|r| r.ends.iter().flatten().any(|e| e.kill))
+            || self
+                .slots
+                .iter()
+                .flatten()
+                .any(|s| s.shell.is_some() || s.stalled)
+    }
+}

@@ -1,0 +1,868 @@
+//! The simulated world: nodes, byte-stream links with delay, faults, a workload, virtual
+//! time. Everything is driven from one seeded [`Rng`], so a seed replays exactly.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+use dmsg_core::link::{LinkConfig, Outgoing};
+use dmsg_core::node::{NodeAddr, NodeConfig, NodeEvent, NodeTxn};
+use dmsg_core::span::LinkId;
+use dmsg_core::time::{Duration, Instant};
+use dmsg_core::wire::body::{peer_type, ConnRepr, SpanRepr};
+use dmsg_core::wire::{Command, Flags, Label, Uuid};
+
+use super::node::SimNode;
+use super::rng::Rng;
+use super::topo::Topology;
+
+/// The cluster id every simulated node advertises.
+pub const CLUSTER: Uuid = Uuid([0xC1; 16]);
+
+/// The address of simulated node `i`.
+pub fn addr_of(i: usize) -> NodeAddr {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&(i as u64 + 1).to_be_bytes());
+    id[8] = 0x5A;
+    NodeAddr {
+        peer_id: CLUSTER,
+        pfs_id: Uuid(id),
+    }
+}
+
+/// Knobs of a run.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed.
+    pub seed: u64,
+    /// One-way delay range of a link, microseconds.
+    pub delay_us: (u64, u64),
+    /// Delay before a lost link is connected again, microseconds.
+    pub reconnect_us: (u64, u64),
+    /// Range of the buffer size handed to `poll_transmit` (so frames cross in pieces).
+    pub chunk: (usize, usize),
+    /// Keep a trace of the last this-many actions (printed on failure).
+    pub trace: usize,
+}
+
+impl SimConfig {
+    /// Defaults for `seed`.
+    pub fn new(seed: u64) -> SimConfig {
+        SimConfig {
+            seed,
+            delay_us: (200, 20_000),
+            reconnect_us: (50_000, 1_500_000),
+            chunk: (64, 2048),
+            trace: 400,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct Pipe {
+    q: VecDeque<(Instant, Vec<u8>)>,
+    last: Instant,
+}
+
+/// One transport connection (one edge, one incarnation).
+#[derive(Clone, Debug)]
+pub struct Conn {
+    /// The edge it belongs to.
+    pub edge: usize,
+    /// Its two ends: (node, link id at that node).
+    pub ends: [(usize, LinkId); 2],
+    pipes: [Pipe; 2],
+    pending: [Vec<u8>; 2],
+    /// False once reset.
+    pub alive: bool,
+    clogged_until: Instant,
+}
+
+/// One edge of the topology.
+#[derive(Clone, Debug)]
+pub struct Edge {
+    /// Its end nodes.
+    pub a: usize,
+    /// Its end nodes.
+    pub b: usize,
+    /// The live connection, if any.
+    pub conn: Option<usize>,
+    /// False while partitioned.
+    pub enabled: bool,
+    reconnect_pending: bool,
+}
+
+/// A transaction of the workload.
+#[derive(Clone, Debug)]
+pub struct TxnRecord {
+    /// Opener.
+    pub src: usize,
+    /// Target.
+    pub dst: usize,
+    /// Held open for a while (else a one-frame request).
+    pub hold: bool,
+    /// The opener's handle.
+    pub txn: NodeTxn,
+    /// Incarnation of the opener when opened.
+    pub incarnation: u32,
+    /// When.
+    pub opened_at: Instant,
+    /// The error it closed with.
+    pub closed: Option<u32>,
+    /// An answer arrived.
+    pub answered: bool,
+    /// The opener restarted: its side is gone with it.
+    pub orphaned: bool,
+}
+
+/// A transaction opened to a node (the answering side).
+#[derive(Clone, Debug)]
+pub struct InRecord {
+    /// The node.
+    pub node: usize,
+    /// Its handle.
+    pub txn: NodeTxn,
+    /// Incarnation of the node.
+    pub incarnation: u32,
+    /// The error it closed with.
+    pub closed: Option<u32>,
+    /// The node restarted.
+    pub orphaned: bool,
+}
+
+/// Per-node state of the world.
+pub struct SimNodeState<N> {
+    /// The node.
+    pub node: Box<N>,
+    /// Its address.
+    pub addr: NodeAddr,
+    /// Its links: (link id, connection index).
+    pub links: Vec<(LinkId, usize)>,
+    /// Restarts so far.
+    pub incarnation: u32,
+    timer: Option<Instant>,
+    out_txns: BTreeMap<NodeTxn, usize>,
+    in_txns: BTreeMap<NodeTxn, usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Action {
+    Deliver { conn: usize, dir: usize },
+    Timer { node: usize },
+    Reconnect { edge: usize },
+    CloseHold { rec: usize },
+    Unclog { conn: usize },
+}
+
+/// Counters of a run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SimCounters {
+    /// Bytes written to links.
+    pub bytes: u64,
+    /// Transmit calls that produced bytes.
+    pub writes: u64,
+    /// Connections made (first and again).
+    pub connects: u64,
+    /// Link losses injected.
+    pub losses: u64,
+    /// Links the nodes closed themselves (keepalive, errors).
+    pub node_closes: u64,
+    /// Node restarts.
+    pub restarts: u64,
+    /// Clogs.
+    pub clogs: u64,
+    /// Workload transactions opened.
+    pub opened: u64,
+    /// Opens refused (not reachable...).
+    pub open_refused: u64,
+}
+
+/// The world.
+pub struct Sim<N: SimNode> {
+    /// Knobs.
+    pub cfg: SimConfig,
+    /// The PRNG.
+    pub rng: Rng,
+    /// Virtual time.
+    pub now: Instant,
+    /// Topology.
+    pub topo: Topology,
+    /// Nodes.
+    pub nodes: Vec<SimNodeState<N>>,
+    /// Edges.
+    pub edges: Vec<Edge>,
+    /// Every connection ever made (dead ones stay, marked).
+    pub conns: Vec<Conn>,
+    /// Workload transactions.
+    pub txns: Vec<TxnRecord>,
+    /// Transactions opened to nodes.
+    pub ins: Vec<InRecord>,
+    /// Counters.
+    pub counters: SimCounters,
+    queue: BinaryHeap<Reverse<(Instant, u64, Action)>>,
+    seq: u64,
+    dirty: VecDeque<usize>,
+    is_dirty: Vec<bool>,
+    trace: VecDeque<String>,
+    buf: Vec<u8>,
+}
+
+impl<N: SimNode> Sim<N> {
+    /// A world of `topo`'s nodes, every edge connecting at time 0 (with a small jitter).
+    pub fn new(topo: Topology, cfg: SimConfig) -> Sim<N> {
+        let rng = Rng::new(cfg.seed);
+        let mut sim = Sim {
+            rng,
+            now: Instant::ZERO,
+            nodes: Vec::new(),
+            edges: topo
+                .edges
+                .iter()
+                .map(|&(a, b)| Edge {
+                    a,
+                    b,
+                    conn: None,
+                    enabled: true,
+                    reconnect_pending: false,
+                })
+                .collect(),
+            conns: Vec::new(),
+            txns: Vec::new(),
+            ins: Vec::new(),
+            counters: SimCounters::default(),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            dirty: VecDeque::new(),
+            is_dirty: vec![false; topo.n],
+            trace: VecDeque::new(),
+            buf: vec![0u8; 4096],
+            topo,
+            cfg,
+        };
+        for i in 0..sim.topo.n {
+            let node = sim.make_node(i);
+            sim.nodes.push(SimNodeState {
+                node,
+                addr: addr_of(i),
+                links: Vec::new(),
+                incarnation: 0,
+                timer: None,
+                out_txns: BTreeMap::new(),
+                in_txns: BTreeMap::new(),
+            });
+        }
+        for e in 0..sim.edges.len() {
+            let t = sim.rng.range(0, 5_000);
+            sim.schedule(
+                Instant::ZERO + Duration::from_micros(t),
+                Action::Reconnect { edge: e },
+            );
+            sim.edges[e].reconnect_pending = true;
+        }
+        sim
+    }
+
+    fn make_node(&mut self, i: usize) -> Box<N> {
+        let cfg = NodeConfig {
+            label: Label::new(&format!("node-{i}")).unwrap_or(Label::EMPTY),
+        };
+        let mut node = N::boxed(cfg);
+        let a = addr_of(i);
+        let span = SpanRepr {
+            peer_id: a.peer_id,
+            pfs_id: a.pfs_id,
+            pfs_type: 1,
+            peer_type: peer_type::HAMMER2,
+            proto_version: 1,
+            dist: 0,
+            peer_label: Label::new("sim").unwrap_or(Label::EMPTY),
+            pfs_label: Label::new(&format!("node-{i}")).unwrap_or(Label::EMPTY),
+            ..SpanRepr::default()
+        };
+        node.advertise(span).expect("room for our own span");
+        node
+    }
+
+    /// Notes an action in the trace.
+    pub fn note(&mut self, s: impl FnOnce() -> String) {
+        if self.cfg.trace == 0 {
+            return;
+        }
+        if self.trace.len() == self.cfg.trace {
+            self.trace.pop_front();
+        }
+        let line = format!("[{:>10}us] {}", self.now.as_micros(), s());
+        self.trace.push_back(line);
+    }
+
+    /// The trace, oldest first.
+    pub fn trace(&self) -> String {
+        self.trace.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    fn schedule(&mut self, at: Instant, a: Action) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq, a)));
+    }
+
+    fn mark(&mut self, i: usize) {
+        if !self.is_dirty[i] {
+            self.is_dirty[i] = true;
+            self.dirty.push_back(i);
+        }
+    }
+
+    // ------------------------------------------------------------------------------
+    // Connections
+
+    fn connect(&mut self, e: usize) {
+        let (a, b) = (self.edges[e].a, self.edges[e].b);
+        let mut links = [LinkId(0); 2];
+        for (k, &n) in [a, b].iter().enumerate() {
+            let cfg = LinkConfig {
+                conn: ConnRepr {
+                    peer_mask: u64::MAX,
+                    peer_type: peer_type::ROUTER,
+                    peer_label: Label::new(&format!("node-{n}")).unwrap_or(Label::EMPTY),
+                    ..ConnRepr::default()
+                },
+                salt_seed: self.rng.next_u32(),
+                ..LinkConfig::default()
+            };
+            match self.nodes[n].node.add_link(self.now, &cfg) {
+                Ok(l) => links[k] = l,
+                Err(err) => panic!("node {n} cannot add a link: {err}"),
+            }
+        }
+        let c = self.conns.len();
+        self.conns.push(Conn {
+            edge: e,
+            ends: [(a, links[0]), (b, links[1])],
+            pipes: [Pipe::default(), Pipe::default()],
+            pending: [Vec::new(), Vec::new()],
+            alive: true,
+            clogged_until: Instant::ZERO,
+        });
+        self.nodes[a].links.push((links[0], c));
+        self.nodes[b].links.push((links[1], c));
+        self.edges[e].conn = Some(c);
+        self.counters.connects += 1;
+        self.note(|| {
+            format!(
+                "connect edge {e}: {a}/{} <-> {b}/{} (conn {c})",
+                links[0], links[1]
+            )
+        });
+        self.mark(a);
+        self.mark(b);
+    }
+
+    /// Resets connection `c` (both ends see it closed); the edge reconnects later if it is
+    /// enabled. `except` is a node that already knows (it closed the link itself).
+    fn reset_conn(&mut self, c: usize, except: Option<usize>) {
+        if !self.conns[c].alive {
+            return;
+        }
+        self.conns[c].alive = false;
+        let ends = self.conns[c].ends;
+        for (n, l) in ends {
+            self.nodes[n].links.retain(|&(x, cc)| !(x == l && cc == c));
+            if Some(n) != except {
+                let now = self.now;
+                self.nodes[n].node.handle_close(now, l);
+                self.mark(n);
+            }
+        }
+        let e = self.conns[c].edge;
+        self.edges[e].conn = None;
+        self.note(|| format!("reset conn {c} (edge {e})"));
+        self.schedule_reconnect(e);
+    }
+
+    fn schedule_reconnect(&mut self, e: usize) {
+        if !self.edges[e].enabled || self.edges[e].reconnect_pending || self.edges[e].conn.is_some()
+        {
+            return;
+        }
+        let d = self
+            .rng
+            .range(self.cfg.reconnect_us.0, self.cfg.reconnect_us.1);
+        self.edges[e].reconnect_pending = true;
+        self.schedule(
+            self.now + Duration::from_micros(d),
+            Action::Reconnect { edge: e },
+        );
+    }
+
+    // ------------------------------------------------------------------------------
+    // Faults
+
+    /// Resets the connection of edge `e` (both ends see a close); it comes back later.
+    pub fn lose_link(&mut self, e: usize) {
+        if let Some(c) = self.edges[e].conn {
+            self.counters.losses += 1;
+            self.reset_conn(c, None);
+        }
+    }
+
+    /// Cuts every edge between `side` and the rest, until [`heal`](Self::heal).
+    pub fn partition(&mut self, side: &[usize]) {
+        for e in 0..self.edges.len() {
+            let (a, b) = (self.edges[e].a, self.edges[e].b);
+            if side.contains(&a) != side.contains(&b) {
+                self.edges[e].enabled = false;
+                if let Some(c) = self.edges[e].conn {
+                    self.reset_conn(c, None);
+                }
+            }
+        }
+        self.note(|| format!("partition {side:?}"));
+    }
+
+    /// Ends every partition: cut edges connect again.
+    pub fn heal(&mut self) {
+        for e in 0..self.edges.len() {
+            if !self.edges[e].enabled {
+                self.edges[e].enabled = true;
+                self.schedule_reconnect(e);
+            }
+        }
+        self.note(|| "heal".to_string());
+    }
+
+    /// Clogs edge `e`'s connection for `d`: bytes wait, none is lost.
+    pub fn clog(&mut self, e: usize, d: Duration) {
+        if let Some(c) = self.edges[e].conn {
+            let until = self.now + d;
+            if until > self.conns[c].clogged_until {
+                self.conns[c].clogged_until = until;
+            }
+            self.counters.clogs += 1;
+            self.schedule(until, Action::Unclog { conn: c });
+            self.note(|| format!("clog edge {e} until {}us", until.as_micros()));
+        }
+    }
+
+    /// Restarts node `i`: every link of it resets, its state is rebuilt from scratch.
+    pub fn restart(&mut self, i: usize) {
+        let conns: Vec<usize> = self.nodes[i].links.iter().map(|&(_, c)| c).collect();
+        for c in conns {
+            self.reset_conn(c, Some(i));
+        }
+        self.nodes[i].links.clear();
+        let node = self.make_node(i);
+        self.nodes[i].node = node;
+        self.nodes[i].incarnation += 1;
+        self.nodes[i].timer = None;
+        for (_, r) in std::mem::take(&mut self.nodes[i].out_txns) {
+            self.txns[r].orphaned = true;
+        }
+        for (_, r) in std::mem::take(&mut self.nodes[i].in_txns) {
+            self.ins[r].orphaned = true;
+        }
+        self.counters.restarts += 1;
+        self.note(|| format!("restart node {i}"));
+        for e in 0..self.edges.len() {
+            if self.edges[e].a == i || self.edges[e].b == i {
+                self.schedule_reconnect(e);
+            }
+        }
+        self.mark(i);
+    }
+
+    // ------------------------------------------------------------------------------
+    // Workload
+
+    /// Opens a transaction from `src` to `dst` if `src` has a route: a one-frame request,
+    /// or (with `hold`) one that stays open for a while before the opener closes it.
+    pub fn open_txn(&mut self, src: usize, dst: usize, hold: bool) -> bool {
+        let to = addr_of(dst);
+        let rec = self.txns.len();
+        let payload = format!("req {rec}");
+        let msg = Outgoing::new(Command::DbgShell).with_aux(payload.as_bytes());
+        let flags = if hold { Flags::empty() } else { Flags::DELETE };
+        let now = self.now;
+        match self.nodes[src].node.open(now, to, &msg, flags) {
+            Ok(txn) => {
+                self.txns.push(TxnRecord {
+                    src,
+                    dst,
+                    hold,
+                    txn,
+                    incarnation: self.nodes[src].incarnation,
+                    opened_at: now,
+                    closed: None,
+                    answered: false,
+                    orphaned: false,
+                });
+                self.nodes[src].out_txns.insert(txn, rec);
+                self.counters.opened += 1;
+                if hold {
+                    let d = self.rng.range(200_000, 3_000_000);
+                    self.schedule(now + Duration::from_micros(d), Action::CloseHold { rec });
+                }
+                self.note(|| format!("open txn {rec}: {src} -> {dst} hold={hold} as {txn:?}"));
+                self.mark(src);
+                true
+            }
+            Err(_) => {
+                self.counters.open_refused += 1;
+                false
+            }
+        }
+    }
+
+    /// Opens a few random transactions.
+    pub fn random_txns(&mut self, count: usize) {
+        let n = self.nodes.len();
+        if n < 2 {
+            return;
+        }
+        for _ in 0..count {
+            let src = self.rng.below(n);
+            let mut dst = self.rng.below(n - 1);
+            if dst >= src {
+                dst += 1;
+            }
+            let hold = self.rng.chance(0.3);
+            self.open_txn(src, dst, hold);
+        }
+    }
+
+    fn on_event(&mut self, i: usize, ev: Ev) {
+        let now = self.now;
+        match ev {
+            Ev::LinkDown(link) => {
+                let found = self.nodes[i]
+                    .links
+                    .iter()
+                    .find(|&&(l, _)| l == link)
+                    .copied();
+                if let Some((_, c)) = found {
+                    self.counters.node_closes += 1;
+                    self.note(|| format!("node {i} closed link {link} itself"));
+                    self.reset_conn(c, Some(i));
+                }
+            }
+            Ev::Opened { txn, delete } => {
+                let rec = self.ins.len();
+                self.ins.push(InRecord {
+                    node: i,
+                    txn,
+                    incarnation: self.nodes[i].incarnation,
+                    closed: None,
+                    orphaned: false,
+                });
+                self.nodes[i].in_txns.insert(txn, rec);
+                let answer = Outgoing::new(Command::DbgShell).with_aux(b"resp");
+                let flags = if delete {
+                    Flags::DELETE
+                } else {
+                    Flags::empty()
+                };
+                let r = self.nodes[i].node.send(now, txn, &answer, flags);
+                self.note(|| format!("node {i} opened-to {txn:?} delete={delete}: answer {r:?}"));
+            }
+            Ev::Message { txn, delete } => {
+                if let Some(&r) = self.nodes[i].out_txns.get(&txn) {
+                    self.txns[r].answered = true;
+                }
+                if delete && self.nodes[i].in_txns.contains_key(&txn) {
+                    // The opener closed its side: close ours.
+                    let bye = Outgoing::new(Command::DbgShell).with_aux(b"bye");
+                    let r = self.nodes[i].node.send(now, txn, &bye, Flags::DELETE);
+                    self.note(|| format!("node {i} closes in-txn {txn:?}: {r:?}"));
+                }
+            }
+            Ev::Closed { txn, error } => {
+                if let Some(r) = self.nodes[i].out_txns.remove(&txn) {
+                    self.txns[r].closed = Some(error);
+                    self.note(|| format!("txn {r} closed at opener {i} error {error:#x}"));
+                }
+                if let Some(r) = self.nodes[i].in_txns.remove(&txn) {
+                    self.ins[r].closed = Some(error);
+                    self.note(|| format!("in-txn {r} closed at node {i} error {error:#x}"));
+                }
+            }
+            Ev::Other => {}
+        }
+    }
+
+    // ------------------------------------------------------------------------------
+    // Driving
+
+    /// Feeds, drains and reacts at node `i` until it has nothing more to do now.
+    fn settle(&mut self, i: usize) {
+        for _round in 0..100_000 {
+            let mut busy = false;
+            let now = self.now;
+            // Input left over.
+            let links = self.nodes[i].links.clone();
+            for (link, c) in links {
+                let dir = if self.conns[c].ends[0].0 == i && self.conns[c].ends[0].1 == link {
+                    0
+                } else {
+                    1
+                };
+                if self.conns[c].pending[dir].is_empty() {
+                    continue;
+                }
+                let input = std::mem::take(&mut self.conns[c].pending[dir]);
+                let used = self.nodes[i].node.handle_input(now, link, &input);
+                if used > 0 {
+                    busy = true;
+                }
+                self.conns[c].pending[dir] = input[used..].to_vec();
+            }
+            // Output.
+            loop {
+                let len = self
+                    .rng
+                    .range(self.cfg.chunk.0 as u64, self.cfg.chunk.1 as u64 + 1)
+                    as usize;
+                let mut buf = std::mem::take(&mut self.buf);
+                let t = self.nodes[i].node.poll_transmit(now, &mut buf[..len]);
+                let Some(t) = t else {
+                    self.buf = buf;
+                    break;
+                };
+                busy = true;
+                self.counters.bytes += t.len as u64;
+                self.counters.writes += 1;
+                let bytes = buf[..t.len].to_vec();
+                self.buf = buf;
+                self.send_bytes(i, t.link, bytes);
+            }
+            // Events.
+            loop {
+                let ev = match self.nodes[i].node.poll_event() {
+                    None => break,
+                    Some(ev) => Ev::of(&ev),
+                };
+                busy = true;
+                self.on_event(i, ev);
+            }
+            if !busy {
+                break;
+            }
+        }
+        let t = self.nodes[i].node.poll_timeout();
+        if t != self.nodes[i].timer {
+            self.nodes[i].timer = t;
+            if let Some(t) = t {
+                self.schedule(t.max(self.now), Action::Timer { node: i });
+            }
+        }
+    }
+
+    fn send_bytes(&mut self, i: usize, link: LinkId, bytes: Vec<u8>) {
+        let Some(&(_, c)) = self.nodes[i].links.iter().find(|&&(l, _)| l == link) else {
+            return; // the link's connection is gone: the bytes go nowhere
+        };
+        if !self.conns[c].alive {
+            return;
+        }
+        let dir = if self.conns[c].ends[0] == (i, link) {
+            0
+        } else {
+            1
+        };
+        let d = self.rng.range(self.cfg.delay_us.0, self.cfg.delay_us.1);
+        let at = (self.now + Duration::from_micros(d)).max(self.conns[c].pipes[dir].last);
+        self.conns[c].pipes[dir].last = at;
+        self.conns[c].pipes[dir].q.push_back((at, bytes));
+        self.schedule(at, Action::Deliver { conn: c, dir });
+    }
+
+    fn settle_all(&mut self) {
+        while let Some(i) = self.dirty.pop_front() {
+            self.is_dirty[i] = false;
+            self.settle(i);
+        }
+    }
+
+    fn apply(&mut self, a: Action) {
+        match a {
+            Action::Deliver { conn: c, dir } => {
+                if !self.conns[c].alive {
+                    return;
+                }
+                if self.now < self.conns[c].clogged_until {
+                    return; // Unclog delivers it
+                }
+                let (to, _) = self.conns[c].ends[1 - dir];
+                let mut got = false;
+                while let Some((t, _)) = self.conns[c].pipes[dir].q.front() {
+                    if *t > self.now {
+                        break;
+                    }
+                    let Some((_, bytes)) = self.conns[c].pipes[dir].q.pop_front() else {
+                        break;
+                    };
+                    self.conns[c].pending[1 - dir].extend_from_slice(&bytes);
+                    got = true;
+                }
+                if got {
+                    self.mark(to);
+                }
+            }
+            Action::Unclog { conn: c } => {
+                if self.conns[c].alive && self.now >= self.conns[c].clogged_until {
+                    for dir in 0..2 {
+                        if !self.conns[c].pipes[dir].q.is_empty() {
+                            self.apply(Action::Deliver { conn: c, dir });
+                        }
+                        // Later chunks keep their own delivery events.
+                    }
+                }
+            }
+            Action::Timer { node } => {
+                if self.nodes[node].timer.is_some_and(|t| t <= self.now) {
+                    self.nodes[node].timer = None;
+                    let now = self.now;
+                    self.nodes[node].node.handle_timeout(now);
+                    self.mark(node);
+                }
+            }
+            Action::Reconnect { edge } => {
+                self.edges[edge].reconnect_pending = false;
+                if self.edges[edge].enabled && self.edges[edge].conn.is_none() {
+                    self.connect(edge);
+                }
+            }
+            Action::CloseHold { rec } => {
+                let r = self.txns[rec].clone();
+                if r.closed.is_none() && !r.orphaned {
+                    let bye = Outgoing::new(Command::DbgShell).with_aux(b"done");
+                    let now = self.now;
+                    let res = self.nodes[r.src].node.send(now, r.txn, &bye, Flags::DELETE);
+                    self.note(|| format!("txn {rec}: opener closes: {res:?}"));
+                    self.mark(r.src);
+                }
+            }
+        }
+    }
+
+    /// Runs until virtual time `end`.
+    pub fn run_until(&mut self, end: Instant) {
+        loop {
+            self.settle_all();
+            let Some(Reverse((t, _, _))) = self.queue.peek() else {
+                break;
+            };
+            if *t > end {
+                break;
+            }
+            let Some(Reverse((t, _, a))) = self.queue.pop() else {
+                break;
+            };
+            if t > self.now {
+                self.now = t;
+            }
+            self.apply(a);
+        }
+        self.settle_all();
+        if end > self.now {
+            self.now = end;
+        }
+    }
+
+    /// Runs for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        self.run_until(end);
+    }
+
+    /// A fingerprint of the cluster state that changes whenever spans, relays or routes
+    /// change.
+    fn fingerprint(&self) -> u64 {
+        let mut h = 0u64;
+        for n in &self.nodes {
+            let s = n.node.stats();
+            for v in [
+                s.spans_accepted,
+                s.spans_removed,
+                s.relays_opened,
+                s.relays_closed,
+                s.relays_refused,
+                s.routes_relayed,
+                s.routes_lost,
+                s.frames_relayed,
+                n.node.span_entries().len() as u64,
+                n.node.relays().len() as u64,
+                n.node.routes().len() as u64,
+            ] {
+                h = h.wrapping_mul(0x100_0000_01b3).wrapping_add(v);
+            }
+        }
+        h
+    }
+
+    /// True when no node has pending work, no workload transaction is open, every edge is
+    /// connected, and no bytes wait in a node's input.
+    pub fn idle(&self) -> bool {
+        self.nodes.iter().all(|n| !n.node.has_pending_work())
+            && self.edges.iter().all(|e| !e.enabled || e.conn.is_some())
+            && self
+                .conns
+                .iter()
+                .filter(|c| c.alive)
+                .all(|c| c.pending.iter().all(|p| p.is_empty()))
+            && self.txns.iter().all(|t| t.closed.is_some() || t.orphaned)
+    }
+
+    /// Runs until the cluster is quiet (its fingerprint unchanged for 3 s of virtual time
+    /// and [`idle`](Self::idle)), at most `max`. Returns the virtual time of the last
+    /// change, or `None` if it did not settle.
+    pub fn run_until_quiet(&mut self, max: Duration) -> Option<Instant> {
+        self.run_until_quiet_step(max, Duration::from_millis(250))
+    }
+
+    /// [`run_until_quiet`](Self::run_until_quiet), looking for changes every `step` (the
+    /// resolution of the returned time).
+    pub fn run_until_quiet_step(&mut self, max: Duration, step: Duration) -> Option<Instant> {
+        let end = self.now + max;
+        let mut last_fp = self.fingerprint();
+        let mut last_change = self.now;
+        while self.now < end {
+            self.run_for(step);
+            let fp = self.fingerprint();
+            if fp != last_fp {
+                last_fp = fp;
+                last_change = self.now;
+            } else if self.now >= last_change + Duration::from_secs(3) && self.idle() {
+                return Some(last_change);
+            }
+        }
+        None
+    }
+}
+
+/// A node event, copied out of the node's borrow.
+enum Ev {
+    LinkDown(LinkId),
+    Opened { txn: NodeTxn, delete: bool },
+    Message { txn: NodeTxn, delete: bool },
+    Closed { txn: NodeTxn, error: u32 },
+    Other,
+}
+
+impl Ev {
+    fn of(ev: &NodeEvent<'_>) -> Ev {
+        match ev {
+            NodeEvent::LinkDown { link, .. } => Ev::LinkDown(*link),
+            NodeEvent::Opened { txn, msg, .. } => Ev::Opened {
+                txn: *txn,
+                delete: msg.flags().contains(Flags::DELETE),
+            },
+            NodeEvent::Message { txn, msg } => Ev::Message {
+                txn: *txn,
+                delete: msg.flags().contains(Flags::DELETE),
+            },
+            NodeEvent::Closed { txn, error, .. } => Ev::Closed {
+                txn: *txn,
+                error: *error,
+            },
+            _ => Ev::Other,
+        }
+    }
+}

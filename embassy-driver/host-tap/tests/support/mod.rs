@@ -1,0 +1,2 @@
+//! Test support: the interim hub.
+pub mod hub;

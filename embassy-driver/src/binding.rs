@@ -10,8 +10,8 @@
 use dmsg_core::crc::{Crc32c, SoftCrc32c1};
 use dmsg_core::errcode::txn as errcode;
 use dmsg_core::link::{
-    self, Connection, Event, LinkConfig, LinkStats, Outgoing, Received, SendError, Side, TxnEnd,
-    TxnId, TxnState,
+    self, Connection, Event, LinkConfig, LinkStats, Outgoing, Received, Reliable, SendError,
+    SessionOffer, Side, TxnEnd, TxnId, TxnState,
 };
 use dmsg_core::time::Instant;
 use dmsg_core::wire::body::{ConnRepr, SpanRepr};
@@ -79,6 +79,102 @@ pub trait CoreLink: Sized {
         reply: bool,
         circuit: Option<TxnId>,
     ) -> Result<(), SendError>;
+    /// True while the link's reliable session waits for a new transport (the last one was
+    /// lost): reconnect and call [`reconnect`](Self::reconnect) rather than starting a new
+    /// link. Always false for a link without session storage.
+    fn is_suspended(&self) -> bool {
+        false
+    }
+    /// Resumes a suspended session on a freshly connected transport (queues the RESUME);
+    /// false when there is nothing to resume (no session, or it died): start a new link.
+    fn reconnect(&mut self, _now: Instant) -> bool {
+        false
+    }
+}
+
+/// The forwarding methods both [`CoreLink`] impls share (every one calls the [`Connection`]
+/// method of the same name).
+macro_rules! forward_core_link {
+    () => {
+        #[inline(never)]
+        fn handle_input(&mut self, now: Instant, input: &[u8]) -> usize {
+            Connection::handle_input(self, now, input)
+        }
+        #[inline(never)]
+        fn handle_timeout(&mut self, now: Instant) {
+            Connection::handle_timeout(self, now)
+        }
+        #[inline(never)]
+        fn handle_close(&mut self) {
+            Connection::handle_close(self)
+        }
+        #[inline(never)]
+        fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> usize {
+            Connection::poll_transmit(self, now, out)
+        }
+        #[inline(never)]
+        fn pending_transmit(&self) -> usize {
+            Connection::pending_transmit(self)
+        }
+        #[inline(never)]
+        fn poll_event(&mut self) -> Option<Event<'_>> {
+            Connection::poll_event(self)
+        }
+        #[inline(never)]
+        fn poll_timeout(&self) -> Option<Instant> {
+            Connection::poll_timeout(self)
+        }
+        #[inline(never)]
+        fn is_closed(&self) -> bool {
+            Connection::is_closed(self)
+        }
+        #[inline(never)]
+        fn txn_state(&self, txn: TxnId) -> Option<TxnState> {
+            Connection::txn_state(self, txn)
+        }
+        #[inline(never)]
+        fn stats(&self) -> &LinkStats {
+            Connection::stats(self)
+        }
+        #[inline(never)]
+        fn open(
+            &mut self,
+            now: Instant,
+            msg: &Outgoing<'_>,
+            flags: Flags,
+            circuit: Option<TxnId>,
+        ) -> Result<TxnId, SendError> {
+            Connection::open(self, now, msg, flags, circuit)
+        }
+        #[inline(never)]
+        fn send(
+            &mut self,
+            now: Instant,
+            txn: TxnId,
+            msg: &Outgoing<'_>,
+            flags: Flags,
+        ) -> Result<(), SendError> {
+            Connection::send(self, now, txn, msg, flags)
+        }
+        #[inline(never)]
+        fn reply(&mut self, now: Instant, txn: TxnId, error: u32) -> Result<(), SendError> {
+            Connection::reply(self, now, txn, error)
+        }
+        #[inline(never)]
+        fn abort(&mut self, now: Instant, txn: TxnId) -> Result<(), SendError> {
+            Connection::abort(self, now, txn)
+        }
+        #[inline(never)]
+        fn send_one_way(
+            &mut self,
+            now: Instant,
+            msg: &Outgoing<'_>,
+            reply: bool,
+            circuit: Option<TxnId>,
+        ) -> Result<(), SendError> {
+            Connection::send_one_way(self, now, msg, reply, circuit)
+        }
+    };
 }
 
 impl<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize, C> CoreLink
@@ -90,84 +186,54 @@ where
     fn connect(now: Instant, config: &LinkConfig) -> Result<Self, link::ConfigError> {
         Connection::new(now, config, C::default())
     }
+    forward_core_link!();
+}
+
+/// A link with the reliable session ([`ReliableConnection`](dmsg_core::link::ReliableConnection),
+/// e.g. `dmsg_core::link::ReliableMcuConnection`): it offers the session in its LNK_CONN (with
+/// an identity derived from the salt seed, which the runner varies per connection), and a
+/// lost transport suspends it instead of ending it; the runner then reconnects and resumes.
+/// Against a peer that does not offer the session it is a plain link.
+impl<
+        const RX: usize,
+        const AUX: usize,
+        const TX: usize,
+        const TXNS: usize,
+        C,
+        const WF: usize,
+        const WB: usize,
+        const RF: usize,
+        const RB: usize,
+    > CoreLink for Connection<RX, AUX, TX, TXNS, C, Reliable<C, WF, WB, RF, RB>>
+where
+    C: Crc32c + Clone + Default,
+{
     #[inline(never)]
-    fn handle_input(&mut self, now: Instant, input: &[u8]) -> usize {
-        Connection::handle_input(self, now, input)
+    fn connect(now: Instant, config: &LinkConfig) -> Result<Self, link::ConfigError> {
+        let mut config = *config;
+        if config.session.is_none() {
+            config.session = Some(SessionOffer::new(session_id(config.salt_seed)));
+        }
+        Connection::new(now, &config, C::default())
     }
     #[inline(never)]
-    fn handle_timeout(&mut self, now: Instant) {
-        Connection::handle_timeout(self, now)
+    fn is_suspended(&self) -> bool {
+        Connection::is_suspended(self)
     }
     #[inline(never)]
-    fn handle_close(&mut self) {
-        Connection::handle_close(self)
+    fn reconnect(&mut self, now: Instant) -> bool {
+        self.is_suspended() && self.handle_reconnect(now).is_ok()
     }
-    #[inline(never)]
-    fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> usize {
-        Connection::poll_transmit(self, now, out)
-    }
-    #[inline(never)]
-    fn pending_transmit(&self) -> usize {
-        Connection::pending_transmit(self)
-    }
-    #[inline(never)]
-    fn poll_event(&mut self) -> Option<Event<'_>> {
-        Connection::poll_event(self)
-    }
-    #[inline(never)]
-    fn poll_timeout(&self) -> Option<Instant> {
-        Connection::poll_timeout(self)
-    }
-    #[inline(never)]
-    fn is_closed(&self) -> bool {
-        Connection::is_closed(self)
-    }
-    #[inline(never)]
-    fn txn_state(&self, txn: TxnId) -> Option<TxnState> {
-        Connection::txn_state(self, txn)
-    }
-    #[inline(never)]
-    fn stats(&self) -> &LinkStats {
-        Connection::stats(self)
-    }
-    #[inline(never)]
-    fn open(
-        &mut self,
-        now: Instant,
-        msg: &Outgoing<'_>,
-        flags: Flags,
-        circuit: Option<TxnId>,
-    ) -> Result<TxnId, SendError> {
-        Connection::open(self, now, msg, flags, circuit)
-    }
-    #[inline(never)]
-    fn send(
-        &mut self,
-        now: Instant,
-        txn: TxnId,
-        msg: &Outgoing<'_>,
-        flags: Flags,
-    ) -> Result<(), SendError> {
-        Connection::send(self, now, txn, msg, flags)
-    }
-    #[inline(never)]
-    fn reply(&mut self, now: Instant, txn: TxnId, error: u32) -> Result<(), SendError> {
-        Connection::reply(self, now, txn, error)
-    }
-    #[inline(never)]
-    fn abort(&mut self, now: Instant, txn: TxnId) -> Result<(), SendError> {
-        Connection::abort(self, now, txn)
-    }
-    #[inline(never)]
-    fn send_one_way(
-        &mut self,
-        now: Instant,
-        msg: &Outgoing<'_>,
-        reply: bool,
-        circuit: Option<TxnId>,
-    ) -> Result<(), SendError> {
-        Connection::send_one_way(self, now, msg, reply, circuit)
-    }
+    forward_core_link!();
+}
+
+/// A non-zero session identity from a 32-bit seed (splitmix64's finaliser, so nearby seeds
+/// give unrelated identities).
+fn session_id(seed: u32) -> u64 {
+    let mut z = u64::from(seed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) | 1
 }
 
 /// A configuration the leaf cannot run with.
@@ -324,6 +390,18 @@ impl<L: CoreLink, const A: usize> Leaf<L, A> {
         self.link.is_closed()
     }
 
+    /// True while the link's reliable session waits for a new transport (see
+    /// [`CoreLink::is_suspended`]): open transactions and our span live on.
+    pub fn is_suspended(&self) -> bool {
+        self.link.is_suspended()
+    }
+
+    /// Resumes the suspended session on a freshly connected transport; false when there is
+    /// nothing to resume (then drain [`poll`](Self::poll) and start a new leaf).
+    pub fn resume(&mut self, now: Instant) -> bool {
+        self.link.reconnect(now)
+    }
+
     /// Carries out an application command. `Ok(Some(txn))` for a transaction opened.
     #[inline(never)]
     pub fn command(
@@ -408,6 +486,8 @@ impl<L: CoreLink, const A: usize> Leaf<L, A> {
                 self.echoing = [None; ECHO_SLOTS];
                 return Polled::Event(LeafEvent::Down(crate::types::Down::Link(reason)));
             }
+            Event::Suspended { reason } => return Polled::Event(LeafEvent::Suspended { reason }),
+            Event::Resumed { outage, .. } => return Polled::Event(LeafEvent::Resumed { outage }),
             _ => return Polled::Handled,
         };
         match kind {

@@ -46,7 +46,10 @@ pub fn to_embassy_duration(d: Duration) -> embassy_time::Duration {
 /// - `A`, `NC`, `NE`: see [`Channels`];
 /// - `L`: the core link, by default [`LeafConnection`] (1 KiB aux in, 8 transactions per
 ///   side, 1 KiB output queue, the 1 KiB-table CRC); `dmsg_core::link::McuConnection` has a
-///   2 KiB output queue, for leaves that send 1 KiB of aux.
+///   2 KiB output queue, for leaves that send 1 KiB of aux;
+///   `dmsg_core::link::ReliableMcuConnection` runs the reliable session when the hub offers
+///   it too: a lost connection suspends the link, and the next one resumes it with nothing
+///   lost (while it is away, commands are refused and its timers wait).
 ///
 /// The runner holds the connection (about 6 KiB with `LeafConnection` on a 32-bit MCU): keep
 /// it in a `StaticCell` and give its task a `&'static mut Runner`, since an `async fn`
@@ -219,8 +222,9 @@ async fn flush<L: CoreLink, const A: usize>(
 /// the next input. Input is read only when no event is waiting for the application, so the
 /// bytes stay in the socket's buffer (and TCP's window closes) while the application is busy.
 ///
-/// Returns once the link closed and the application got [`LeafEvent::Down`]; true if the
-/// link closed cleanly.
+/// Returns once the link closed and the application got [`LeafEvent::Down`] (true if it
+/// closed cleanly), or its reliable session was suspended and the application got
+/// [`LeafEvent::Suspended`] (false; the next connection resumes it).
 async fn session<M, L, const A: usize, const NC: usize, const NE: usize>(
     socket: &mut TcpSocket<'_>,
     slot: &mut Option<Leaf<L, A>>,
@@ -233,13 +237,37 @@ where
     M: RawMutex,
     L: CoreLink,
 {
-    let leaf = match Leaf::new(now(), cfg, salt) {
-        Ok(leaf) => slot.insert(leaf),
-        Err(e) => {
-            error!("dmsg: cannot start a link");
-            debug!("dmsg: {:?}", e);
-            return false;
+    // A reliable session suspended on the last connection resumes on this one; one that
+    // cannot (it died meanwhile) first hands the application its transactions' ends and
+    // its `Down`.
+    let resumed = match slot.as_mut() {
+        Some(old) if old.is_suspended() => {
+            if old.resume(now()) {
+                info!("dmsg: resuming the session");
+                true
+            } else {
+                loop {
+                    match old.poll(now(), cfg) {
+                        Polled::Event(ev) => ch.events.send(ev).await,
+                        Polled::Handled => {}
+                        Polled::Idle => break,
+                    }
+                }
+                false
+            }
         }
+        _ => false,
+    };
+    let leaf = match slot {
+        Some(leaf) if resumed => leaf,
+        _ => match Leaf::new(now(), cfg, salt) {
+            Ok(leaf) => slot.insert(leaf),
+            Err(e) => {
+                error!("dmsg: cannot start a link");
+                debug!("dmsg: {:?}", e);
+                return false;
+            }
+        },
     };
     let mut pending: Option<LeafEvent<A>> = None;
     loop {
@@ -250,7 +278,7 @@ where
         while pending.is_none() {
             match leaf.poll(now(), cfg) {
                 Polled::Event(ev) => {
-                    if let LeafEvent::PeerConn { .. } = ev {
+                    if let LeafEvent::PeerConn { .. } | LeafEvent::Resumed { .. } = ev {
                         backoff.reset();
                     }
                     pending = Some(ev);
@@ -262,6 +290,10 @@ where
                 }
                 Polled::Idle => break,
             }
+        }
+        if pending.is_none() && leaf.is_suspended() {
+            // The transport is gone and the application knows: reconnect and resume.
+            return false;
         }
 
         // 3: wait for the application, a command, input or the core's timer.
@@ -310,6 +342,10 @@ where
                         LeafEvent::Down(Down::Link(reason)) => {
                             debug!("dmsg: link closed: {:?}", reason);
                             Some(reason.is_clean())
+                        }
+                        LeafEvent::Suspended { reason } => {
+                            debug!("dmsg: transport lost, session suspended: {:?}", reason);
+                            Some(false)
                         }
                         _ => None,
                     };

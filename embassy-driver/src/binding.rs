@@ -29,6 +29,11 @@ pub type LeafConnection = Connection<{ 8 * 64 + 1024 }, 1024, 1024, 8, SoftCrc32
 /// The drive API of one dmsg-core link, as the runner uses it. See the drive contract in
 /// [`dmsg_core::link`]; every method forwards to the [`Connection`] method of that name.
 pub trait CoreLink: Sized {
+    /// Where the leaf keeps echo requests whose answer found no room, to retry them: a
+    /// [`heapless::Deque`] for a link with the reliable session (its retransmit window frees
+    /// only as the hub acknowledges), [`NoDeferral`] (zero bytes) for a plain link, whose
+    /// output queue always has room once the runner emptied it.
+    type Deferred<const A: usize>: DeferQueue<A>;
     /// A connection on a freshly connected transport (its LNK_CONN is queued).
     fn connect(now: Instant, config: &LinkConfig) -> Result<Self, link::ConfigError>;
     /// Feeds received bytes; returns how many were used.
@@ -182,6 +187,7 @@ impl<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize, C> C
 where
     C: Crc32c + Clone + Default,
 {
+    type Deferred<const A: usize> = NoDeferral;
     #[inline(never)]
     fn connect(now: Instant, config: &LinkConfig) -> Result<Self, link::ConfigError> {
         Connection::new(now, config, C::default())
@@ -208,6 +214,7 @@ impl<
 where
     C: Crc32c + Clone + Default,
 {
+    type Deferred<const A: usize> = heapless::Deque<(TxnId, Msg<A>), DEFERRED_ECHOES>;
     #[inline(never)]
     fn connect(now: Instant, config: &LinkConfig) -> Result<Self, link::ConfigError> {
         let mut config = *config;
@@ -249,6 +256,74 @@ pub enum ConfigError {
 /// Echo transactions answered but not finished yet, whose further events are swallowed.
 const ECHO_SLOTS: usize = 4;
 
+/// Echo requests a link with the reliable session keeps for a retry (see
+/// [`CoreLink::Deferred`]).
+pub const DEFERRED_ECHOES: usize = 2;
+
+/// A bounded FIFO of echo requests waiting for room (see [`CoreLink::Deferred`]).
+pub trait DeferQueue<const A: usize>: Clone + core::fmt::Debug {
+    /// Empty.
+    fn new() -> Self;
+    /// The oldest entry.
+    fn front(&self) -> Option<&(TxnId, Msg<A>)>;
+    /// Removes the oldest entry.
+    fn pop_front(&mut self);
+    /// Adds an entry; gives it back when full.
+    fn push_back(&mut self, item: (TxnId, Msg<A>)) -> Result<(), (TxnId, Msg<A>)>;
+    /// True if `txn` waits here.
+    fn contains(&self, txn: TxnId) -> bool;
+    /// Forgets `txn`.
+    fn remove(&mut self, txn: TxnId);
+    /// Forgets everything.
+    fn clear(&mut self);
+}
+
+/// No room for deferred echoes (a plain link): every push fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NoDeferral;
+
+impl<const A: usize> DeferQueue<A> for NoDeferral {
+    fn new() -> Self {
+        NoDeferral
+    }
+    fn front(&self) -> Option<&(TxnId, Msg<A>)> {
+        None
+    }
+    fn pop_front(&mut self) {}
+    fn push_back(&mut self, item: (TxnId, Msg<A>)) -> Result<(), (TxnId, Msg<A>)> {
+        Err(item)
+    }
+    fn contains(&self, _: TxnId) -> bool {
+        false
+    }
+    fn remove(&mut self, _: TxnId) {}
+    fn clear(&mut self) {}
+}
+
+impl<const A: usize, const N: usize> DeferQueue<A> for heapless::Deque<(TxnId, Msg<A>), N> {
+    fn new() -> Self {
+        heapless::Deque::new()
+    }
+    fn front(&self) -> Option<&(TxnId, Msg<A>)> {
+        heapless::Deque::front(self)
+    }
+    fn pop_front(&mut self) {
+        let _ = heapless::Deque::pop_front(self);
+    }
+    fn push_back(&mut self, item: (TxnId, Msg<A>)) -> Result<(), (TxnId, Msg<A>)> {
+        heapless::Deque::push_back(self, item)
+    }
+    fn contains(&self, txn: TxnId) -> bool {
+        self.iter().any(|(t, _)| *t == txn)
+    }
+    fn remove(&mut self, txn: TxnId) {
+        self.retain(|(t, _)| *t != txn);
+    }
+    fn clear(&mut self) {
+        heapless::Deque::clear(self)
+    }
+}
+
 /// A leaf's span, advertised once the hub's LNK_CONN arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Notice {
@@ -279,11 +354,12 @@ pub enum Polled<const A: usize> {
 /// - it answers [`LeafConfig::echo`] transactions and one-way messages;
 /// - when the hub closes its side of a LNK_SPAN it opened, the leaf closes its side.
 #[derive(Clone, Debug)]
-pub struct Leaf<L, const A: usize> {
+pub struct Leaf<L: CoreLink, const A: usize> {
     link: L,
     span: Option<TxnId>,
     notice: Option<Notice>,
     echoing: [Option<TxnId>; ECHO_SLOTS],
+    deferred: L::Deferred<A>,
 }
 
 impl<L: CoreLink, const A: usize> Leaf<L, A> {
@@ -342,6 +418,7 @@ impl<L: CoreLink, const A: usize> Leaf<L, A> {
             span: None,
             notice: None,
             echoing: [None; ECHO_SLOTS],
+            deferred: DeferQueue::new(),
         })
     }
 
@@ -458,6 +535,15 @@ impl<L: CoreLink, const A: usize> Leaf<L, A> {
                 Notice::SpanFailed(error) => LeafEvent::SpanFailed { error },
             });
         }
+        if let Some((txn, msg)) = self.deferred.front().cloned() {
+            match self.echo_txn(now, txn, &msg) {
+                Err(SendError::WouldBlock { .. }) => {} // still no room; take events meanwhile
+                _ => {
+                    self.deferred.pop_front();
+                    return Polled::Handled;
+                }
+            }
+        }
         let Some(ev) = self.link.poll_event() else {
             return Polled::Idle;
         };
@@ -484,6 +570,7 @@ impl<L: CoreLink, const A: usize> Leaf<L, A> {
             Event::LinkClosed { reason } => {
                 self.span = None;
                 self.echoing = [None; ECHO_SLOTS];
+                self.deferred.clear();
                 return Polled::Event(LeafEvent::Down(crate::types::Down::Link(reason)));
             }
             Event::Suspended { reason } => return Polled::Event(LeafEvent::Suspended { reason }),
@@ -493,7 +580,13 @@ impl<L: CoreLink, const A: usize> Leaf<L, A> {
         match kind {
             Kind::Opened(txn) => {
                 if cfg.echo == Some(msg.command) {
-                    self.echo_txn(now, txn, &msg);
+                    if let Err(SendError::WouldBlock { .. }) = self.echo_txn(now, txn, &msg) {
+                        // No room now: answer later. When even that queue is full, the
+                        // application gets the request (and sees its answer refused).
+                        if let Err((txn, msg)) = self.deferred.push_back((txn, msg)) {
+                            return Polled::Event(LeafEvent::Request { txn, msg });
+                        }
+                    }
                     return Polled::Handled;
                 }
                 self.close_peer_span(now, txn, &msg);
@@ -507,7 +600,7 @@ impl<L: CoreLink, const A: usize> Leaf<L, A> {
                     }
                     return Polled::Handled;
                 }
-                if self.echoing.contains(&Some(txn)) {
+                if self.echoing.contains(&Some(txn)) || self.is_deferred(txn) {
                     return Polled::Handled;
                 }
                 self.close_peer_span(now, txn, &msg);
@@ -548,7 +641,9 @@ impl<L: CoreLink, const A: usize> Leaf<L, A> {
     }
 
     /// Answers an echo transaction with its own aux data and DELETE.
-    fn echo_txn(&mut self, now: Instant, txn: TxnId, msg: &Msg<A>) {
+    /// `WouldBlock` (nothing sent) means: try again once the hub acknowledged some of our
+    /// frames; on any other error the transaction is aborted.
+    fn echo_txn(&mut self, now: Instant, txn: TxnId, msg: &Msg<A>) -> Result<(), SendError> {
         let res = if msg.is_truncated() {
             self.link.reply(now, txn, errcode::PARAM)
         } else {
@@ -561,11 +656,17 @@ impl<L: CoreLink, const A: usize> Leaf<L, A> {
                     *slot = Some(txn);
                 }
             }
+            Err(SendError::WouldBlock { .. }) => {}
             Err(e) => {
                 debug!("dmsg: echo not sent: {:?}", e);
                 let _ = self.link.abort(now, txn);
             }
         }
+        res
+    }
+
+    fn is_deferred(&self, txn: TxnId) -> bool {
+        self.deferred.contains(txn)
     }
 
     /// The hub closed a LNK_SPAN it opened: close our side too, as DragonFly does.
@@ -613,6 +714,11 @@ impl<L: CoreLink, const A: usize> Leaf<L, A> {
         }
         if let Some(slot) = self.echoing.iter_mut().find(|s| **s == Some(txn)) {
             *slot = None;
+            return Polled::Handled;
+        }
+        if self.is_deferred(txn) {
+            // The hub gave up on it (ABORT) before our answer found room.
+            self.deferred.remove(txn);
             return Polled::Handled;
         }
         Polled::Event(LeafEvent::Closed { txn, error, end })

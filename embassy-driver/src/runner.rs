@@ -13,7 +13,7 @@ use embassy_time::{with_timeout, Timer};
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::binding::{ConfigError, CoreLink, Leaf, LeafConnection, Polled};
-use crate::types::{Channels, Down, LeafConfig, LeafEvent};
+use crate::types::{Channels, Down, LeafCommand, LeafConfig, LeafEvent};
 
 /// The current time as the core counts it: microseconds of `embassy_time::Instant::now()`.
 pub fn now() -> Instant {
@@ -270,10 +270,32 @@ where
         },
     };
     let mut pending: Option<LeafEvent<A>> = None;
+    // A command that found no room even after a flush: with the reliable session the
+    // retransmit window frees only as the hub acknowledges, so it is retried after every
+    // input (no other command is taken meanwhile), and refused once the link is down.
+    let mut held: Option<LeafCommand<A>> = None;
     loop {
         // 1 and 2: transmit; take events until one waits for the application.
         if flush(socket, leaf).await.is_err() {
             leaf.handle_close();
+        }
+        if pending.is_none() {
+            if let Some(cmd) = held.take() {
+                let res = if leaf.is_closed() || leaf.is_suspended() {
+                    Err(SendError::Closed)
+                } else {
+                    leaf.command(now(), &cmd)
+                };
+                match res {
+                    Err(SendError::WouldBlock { .. }) => held = Some(cmd),
+                    res => {
+                        pending = cmd.outcome(res);
+                        if flush(socket, leaf).await.is_err() {
+                            leaf.handle_close();
+                        }
+                    }
+                }
+            }
         }
         while pending.is_none() {
             match leaf.poll(now(), cfg) {
@@ -299,6 +321,7 @@ where
         // 3: wait for the application, a command, input or the core's timer.
         let deadline = leaf.poll_timeout();
         let waiting = pending.is_some();
+        let holding = held.is_some();
         let step = select4(
             async {
                 if waiting {
@@ -308,7 +331,7 @@ where
                 }
             },
             async {
-                if waiting {
+                if waiting || holding {
                     never().await
                 } else {
                     ch.commands.receive().await
@@ -370,10 +393,15 @@ where
                     }
                     res = leaf.command(now(), &cmd);
                 }
-                if let Err(e) = res {
-                    debug!("dmsg: command refused: {:?}", e);
+                match res {
+                    Err(SendError::WouldBlock { .. }) => held = Some(cmd),
+                    res => {
+                        if let Err(e) = res {
+                            debug!("dmsg: command refused: {:?}", e);
+                        }
+                        pending = cmd.outcome(res);
+                    }
                 }
-                pending = cmd.outcome(res);
             }
             Either4::Third(Ok(used)) => trace!("dmsg: {} bytes in", used),
             Either4::Third(Err(_)) => {

@@ -13,7 +13,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 
 use dmsg_core::errcode::txn as errcode;
-use dmsg_core::link::TxnId;
+use dmsg_core::link::{ReliableMcuConnection, TxnId};
 use dmsg_core::time::Duration;
 use dmsg_core::wire::{Command, Flags, Uuid};
 use dmsg_embassy::{BackoffConfig, Channels, Down, LeafCommand, LeafConfig, LeafEvent, Runner};
@@ -37,8 +37,12 @@ const DEPTH: usize = 4;
 /// TCP socket buffers.
 const SOCKET_BUFFER: usize = 8192;
 
-/// The leaf's runner on this host.
+/// The leaf's runner on this host (plain DMSG link).
 pub type LeafRunner = Runner<'static, NoopRawMutex, AUX, DEPTH, DEPTH>;
+/// The leaf's runner with the reliable session (resumes across reconnects when the hub
+/// offers the session too).
+pub type ReliableLeafRunner =
+    Runner<'static, NoopRawMutex, AUX, DEPTH, DEPTH, ReliableMcuConnection>;
 type LeafChannels = Channels<NoopRawMutex, AUX, DEPTH, DEPTH>;
 
 /// Lines from stdin, handed from the reader thread to the application task.
@@ -73,6 +77,9 @@ pub struct LeafOptions {
     pub backoff: BackoffConfig,
     /// Seed of the stack's and the backoff's randomness.
     pub seed: u64,
+    /// Offer the reliable session (`ReliableMcuConnection`): a lost connection suspends the
+    /// link and the next one resumes it, when the hub offers the session too.
+    pub session: bool,
 }
 
 /// A command read from stdin, one per line.
@@ -125,6 +132,9 @@ pub enum Line {
     Down(String),
     /// `read-answered VALUE`: a READ transaction from the hub was answered.
     ReadAnswered(String),
+    /// `echoed-by-app`: an echo request reached the application (the runner's deferral
+    /// queue was full) and the application answered it.
+    EchoedByApp,
     /// `request-refused CMD`: a transaction we do not serve was answered NOSUPP.
     RequestRefused(String),
     /// `shell-reply TEXT`: one line of the hub's shell (DBG_SHELL|REPLY, one-way).
@@ -141,6 +151,10 @@ pub enum Line {
     Stats(u64, u64, u64, u64),
     /// `bad-input LINE`.
     BadInput(String),
+    /// `suspended REASON`: the connection is gone, the reliable session waits for the next.
+    Suspended(String),
+    /// `resumed outage_ms=N`: the session runs again on a new connection.
+    Resumed(u64),
 }
 
 impl Line {
@@ -155,6 +169,7 @@ impl Line {
             Line::SpanClosed(e) => format!("span-closed error={e}"),
             Line::Down(r) => format!("down {r}"),
             Line::ReadAnswered(v) => format!("read-answered {v}"),
+            Line::EchoedByApp => "echoed-by-app".into(),
             Line::RequestRefused(c) => format!("request-refused {c}"),
             Line::ShellReply(t) => format!("shell-reply {}", printable(t.as_bytes())),
             Line::Opened(tag, Ok(())) => format!("opened {tag}"),
@@ -166,6 +181,8 @@ impl Line {
                 format!("stats rx={a} rx_errors={b} tx={c} tx_dropped={d}")
             }
             Line::BadInput(l) => format!("bad-input {}", printable(l.as_bytes())),
+            Line::Suspended(r) => format!("suspended {r}"),
+            Line::Resumed(ms) => format!("resumed outage_ms={ms}"),
         }
     }
 }
@@ -206,6 +223,11 @@ async fn net_task(mut runner: embassy_net::Runner<'static, TapDevice>) -> ! {
 
 #[embassy_executor::task]
 async fn dmsg_task(runner: &'static mut LeafRunner) -> ! {
+    runner.run().await
+}
+
+#[embassy_executor::task]
+async fn reliable_dmsg_task(runner: &'static mut ReliableLeafRunner) -> ! {
     runner.run().await
 }
 
@@ -252,10 +274,17 @@ pub fn start(
     let channels: &'static LeafChannels = Box::leak(Box::new(Channels::new()));
     let rx: &'static mut [u8] = Box::leak(vec![0u8; SOCKET_BUFFER].into_boxed_slice());
     let tx: &'static mut [u8] = Box::leak(vec![0u8; SOCKET_BUFFER].into_boxed_slice());
-    let runner = LeafRunner::new(stack, config, channels, rx, tx, opts.seed as u32)
-        .map_err(|e| format!("leaf settings refused: {e:?}"))?;
-    let runner: &'static mut LeafRunner = Box::leak(Box::new(runner));
-    spawner.spawn(dmsg_task(runner).map_err(|e| format!("spawn: {e:?}"))?);
+    let seed = opts.seed as u32;
+    let refused = |e| format!("leaf settings refused: {e:?}");
+    let spawn_err = |e| format!("spawn: {e:?}");
+    if opts.session {
+        let runner =
+            ReliableLeafRunner::new(stack, config, channels, rx, tx, seed).map_err(refused)?;
+        spawner.spawn(reliable_dmsg_task(Box::leak(Box::new(runner))).map_err(spawn_err)?);
+    } else {
+        let runner = LeafRunner::new(stack, config, channels, rx, tx, seed).map_err(refused)?;
+        spawner.spawn(dmsg_task(Box::leak(Box::new(runner))).map_err(spawn_err)?);
+    }
     spawner.spawn(app_task(channels, input).map_err(|e| format!("spawn: {e:?}"))?);
     Ok(stats)
 }
@@ -379,6 +408,19 @@ fn on_event(
             });
             emit(Line::ReadAnswered(value));
         }
+        LeafEvent::Request { txn, msg } if msg.command == Command::DbgShell => {
+            // An echo request the runner could not answer itself (no room in the reliable
+            // session's window and its deferral queue full): the application echoes it; the
+            // runner holds the answer until the window has room.
+            queue.push_back(LeafCommand::Send {
+                txn,
+                command: msg.command,
+                aux: msg.aux,
+                error: 0,
+                delete: true,
+            });
+            emit(Line::EchoedByApp);
+        }
         LeafEvent::Request { txn, msg } => {
             queue.push_back(LeafCommand::Reply {
                 txn,
@@ -409,6 +451,8 @@ fn on_event(
             Err(e) => emit(Line::Opened(tag, Err(format!("{e:?}")))),
         },
         LeafEvent::Refused { error, .. } => emit(Line::Refused(format!("{error:?}"))),
+        LeafEvent::Suspended { reason } => emit(Line::Suspended(format!("{reason:?}"))),
+        LeafEvent::Resumed { outage } => emit(Line::Resumed(outage.as_millis())),
         LeafEvent::Down(d) => {
             // Every transaction was reported closed first.
             tags.clear();

@@ -17,9 +17,14 @@
 //! 4. a long flap (longer than the keepalive's idle timeout): both ends declare the link
 //!    dead, every transaction in flight ends exactly once with LOSTLINK (none hangs, none
 //!    vanishes), the leaf reconnects with backoff and re-advertises, the span is back on
-//!    the hub and new transactions succeed. (Resuming across it with nothing lost needs
-//!    the reliable session on both sides; the core `Node` has none yet, see the crate
-//!    README.)
+//!    the hub and new transactions succeed. (Resuming across it needs the reliable
+//!    session on both sides; the core `Node` has none yet, hence check 5.)
+//! 5. the same long flap with the leaf on the reliable session (`--session`,
+//!    `ReliableMcuConnection`) against a session-capable peer (`support/session_peer.rs`,
+//!    a core `ReliableConnection` that routes new streams with `classify_stream`): both
+//!    ends suspend, the leaf resumes on its next connection, the transactions the peer
+//!    opened while the TAP was down all complete with their data, the span never closes:
+//!    nothing lost.
 //!
 //! Needs root (network namespaces, TAP devices) and `ip` from iproute2. Without them the
 //! test says so LOUDLY and passes, unless `DMSG_TAP_REQUIRED=1` (CI sets it), where that
@@ -42,10 +47,13 @@ use dmsg_embassy_tap::netns::Netns;
 use dmsg_embassy_tap::READ;
 
 use support::hub::{Hub, HubTimers, TxnResult};
+use support::session_peer::SessionPeer;
 
 const TAP: &str = "dmsgtap0";
 const HUB_CIDR: &str = "10.77.0.1/24";
 const HUB_ADDR: &str = "10.77.0.1:987";
+/// The session-capable peer (check 5).
+const SESSION_ADDR: &str = "10.77.0.1:988";
 const LEAF_CIDR: &str = "10.77.0.2/24";
 const CLUSTER: Uuid = Uuid([0x5a; 16]);
 const LEAF_NODE: Uuid = Uuid([0x01; 16]);
@@ -149,17 +157,21 @@ impl Drop for Leaf {
     }
 }
 
-fn spawn_leaf(ns: &Netns) -> Leaf {
+fn spawn_leaf(ns: &Netns, hub: &str, extra: &[&str]) -> Leaf {
     let exe = env!("CARGO_BIN_EXE_dmsg-tap-leaf");
     let mut child = ns
         .command(exe)
-        .args(["--tap", TAP, "--address", LEAF_CIDR, "--hub", HUB_ADDR])
+        .args(["--tap", TAP, "--address", LEAF_CIDR, "--hub", hub])
+        .args(extra)
         .args(["--label", "tap-leaf", "--pfs-label", LEAF_PFS_LABEL])
         .args(["--cluster", &hex(&CLUSTER.0), "--node", &hex(&LEAF_NODE.0)])
         .args(["--ping-ms", &PING_MS.to_string()])
         .args(["--idle-ms", &IDLE_MS.to_string()])
         .args(["--connect-ms", "1000", "--backoff-ms", "200,1000"])
-        .env("DMSG_LOG", "info")
+        .env(
+            "DMSG_LOG",
+            std::env::var("DMSG_TAP_LEAF_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -225,13 +237,13 @@ fn wait_result(rx: &Receiver<Result<TxnResult, String>>, timeout: StdDuration) -
 
 /// Binds the hub's listener from a thread that entered the namespace (sockets keep the
 /// namespace they were made in, whichever thread uses them later).
-fn listen_in(ns: &Netns) -> std::io::Result<TcpListener> {
+fn listen_in(ns: &Netns, addr: &'static str) -> std::io::Result<TcpListener> {
     let path = ns.path();
     std::thread::spawn(move || {
         let fd = std::fs::File::open(&path)?;
         nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(std::io::Error::from)?;
-        TcpListener::bind(HUB_ADDR)
+        TcpListener::bind(addr)
     })
     .join()
     .map_err(|_| std::io::Error::other("the listener thread panicked"))?
@@ -260,7 +272,7 @@ fn leaf_on_tap_against_hub_survives_link_flaps() {
         ns.name()
     ));
 
-    let listener = listen_in(&ns).expect("hub listener in the namespace");
+    let listener = listen_in(&ns, HUB_ADDR).expect("hub listener in the namespace");
     let hub = Hub::start(
         listener,
         CLUSTER,
@@ -269,7 +281,7 @@ fn leaf_on_tap_against_hub_survives_link_flaps() {
             idle: Duration::from_millis(IDLE_MS),
         },
     );
-    let mut leaf = spawn_leaf(&ns);
+    let mut leaf = spawn_leaf(&ns, HUB_ADDR, &[]);
 
     // 1. Connect, advertise, the span on the hub.
     say("check 1: the leaf connects over the TAP and advertises its span");
@@ -475,9 +487,101 @@ fn leaf_on_tap_against_hub_survives_link_flaps() {
 
     drop(leaf);
     drop(hub);
+
+    // 5. The reliable session: the long flap again, resumed with nothing lost.
+    say(format!(
+        "check 5: reliable session (leaf --session, ReliableMcuConnection) against a session-capable peer at {SESSION_ADDR}: \
+         long flap ({} ms) resumed with nothing lost",
+        LONG_FLAP.as_millis()
+    ));
+    let listener = listen_in(&ns, SESSION_ADDR).expect("peer listener in the namespace");
+    let peer = SessionPeer::start(
+        listener,
+        CLUSTER,
+        Duration::from_millis(PING_MS),
+        Duration::from_millis(IDLE_MS),
+    );
+    let mut leaf = spawn_leaf(&ns, SESSION_ADDR, &["--session"]);
+    let i = leaf.wait_for(0, "up", StdDuration::from_secs(15), |l| l == "up");
+    leaf.wait_for(i, "span-advertised", StdDuration::from_secs(5), |l| {
+        l == "span-advertised"
+    });
+    eventually(
+        "the session runs and the peer holds the leaf's span",
+        StdDuration::from_secs(5),
+        || {
+            let s = peer.status();
+            s.session_running && s.span_opens == 1
+        },
+    );
+    for k in 0..5 {
+        let aux = format!("session-{k}");
+        let r = wait_result(
+            &peer.open(Command::DbgShell, aux.as_bytes()),
+            StdDuration::from_secs(10),
+        );
+        assert_eq!((r.error, r.replies), (0, vec![aux.into_bytes()]));
+    }
+    leaf.drain();
+    let mark = leaf.seen.len();
+    ns.set_link(TAP, false).expect("ip link set down");
+    say("  tap down");
+    let held: Vec<_> = (0..5)
+        .map(|k| {
+            let aux = format!("held-{k}");
+            (aux.clone(), peer.open(Command::DbgShell, aux.as_bytes()))
+        })
+        .collect();
+    std::thread::sleep(LONG_FLAP);
+    leaf.drain();
+    assert!(
+        leaf.count(mark, |l| l.starts_with("suspended")) >= 1,
+        "the leaf's session did not suspend during the long flap"
+    );
+    ns.set_link(TAP, true).expect("ip link set up");
+    say("  tap up");
+    leaf.wait_for(mark, "resumed", StdDuration::from_secs(10), |l| {
+        l.starts_with("resumed")
+    });
+    for (aux, rx) in &held {
+        let r = match rx.recv_timeout(StdDuration::from_secs(10)) {
+            Ok(Ok(r)) => r,
+            other => panic!(
+                "{aux} did not finish after the resume ({other:?}); peer: {:?}",
+                peer.status()
+            ),
+        };
+        assert_eq!(r.error, 0, "{aux} across the resumed flap: {r:?}");
+        assert_eq!(r.replies, vec![aux.as_bytes().to_vec()], "{aux}");
+    }
+    leaf.drain();
+    let s = peer.status();
+    // (`down connect-timeout` lines are the reconnect attempts while the TAP was down.)
+    assert_eq!(
+        leaf.count(mark, |l| l.starts_with("down link-closed")),
+        0,
+        "the leaf's link closed instead of suspending"
+    );
+    assert_eq!(
+        leaf.count(mark, |l| l == "span-advertised"),
+        0,
+        "re-advertised"
+    );
+    assert_eq!((s.fresh_links, s.resumed_streams), (1, 1), "{s:?}");
+    assert!(s.suspensions >= 1 && s.resumes >= 1, "{s:?}");
+    assert_eq!(s.span_closes, 0, "the span closed on the peer: {s:?}");
+    assert!(s.link_closed.is_empty(), "{s:?}");
+    say(format!(
+        "  ok: suspended on both ends, one stream resumed by RESUME, the 5 transactions sent while down \
+         completed with their data, the span never closed ({} suspension(s), {} resume(s) on the peer)",
+        s.suspensions, s.resumes
+    ));
+    drop(leaf);
+    drop(peer);
     drop(ns);
     say(format!(
-        "TAP test passed in {:.1} s: span on hub, round trips, short flap lossless, long flap reconnect",
+        "TAP test passed in {:.1} s: span on hub, round trips, short flap lossless, long flap reconnect, \
+         session resume lossless",
         t0.elapsed().as_secs_f64()
     ));
 }

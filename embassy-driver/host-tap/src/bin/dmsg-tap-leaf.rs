@@ -6,7 +6,8 @@
 //!
 //! Options: `--label NAME` (peer label), `--pfs-label NAME`, `--cluster HEX32`, `--node HEX32`
 //! (peer_id and pfs_id as 32 hex digits), `--mac 02:..`, `--ping-ms N`, `--idle-ms N`,
-//! `--connect-ms N`, `--backoff-ms INITIAL,MAX`, `--seed N`.
+//! `--connect-ms N`, `--backoff-ms INITIAL,MAX`, `--seed N`, `--session` (offer the reliable
+//! session: `ReliableMcuConnection`, resumed across reconnects when the hub offers it too).
 //!
 //! Commands on stdin and the lines printed on stdout: see `dmsg_embassy_tap::leaf`. Logs go
 //! to stderr (`RUST_LOG`-style level in `DMSG_LOG`: error, warn, info, debug, trace).
@@ -23,7 +24,7 @@ use embassy_net::{IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
 
 const USAGE: &str = "usage: dmsg-tap-leaf --tap TAP --address A.B.C.D/N --hub A.B.C.D:PORT \
 [--label NAME] [--pfs-label NAME] [--cluster HEX32] [--node HEX32] [--mac XX:..] \
-[--ping-ms N] [--idle-ms N] [--connect-ms N] [--backoff-ms INITIAL,MAX] [--seed N]";
+[--ping-ms N] [--idle-ms N] [--connect-ms N] [--backoff-ms INITIAL,MAX] [--seed N] [--session]";
 
 fn parse_uuid(s: &str) -> Result<Uuid, String> {
     let hex: String = s.chars().filter(|c| *c != '-').collect();
@@ -88,6 +89,7 @@ fn parse_args(args: &[String]) -> Result<LeafOptions, String> {
         connect_timeout: Duration::from_secs(5),
         backoff: BackoffConfig::new(0),
         seed: u64::from(std::process::id()) ^ 0x9E37_79B9_7F4A_7C15,
+        session: false,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -114,6 +116,7 @@ fn parse_args(args: &[String]) -> Result<LeafOptions, String> {
                 let v = value()?;
                 opts.seed = v.parse().map_err(|_| format!("not a number: {v}"))?;
             }
+            "--session" => opts.session = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }

@@ -35,6 +35,7 @@ pub mod json;
 pub mod link;
 pub mod logging;
 pub mod net;
+pub mod node;
 pub mod reader;
 pub mod render;
 pub mod shell;

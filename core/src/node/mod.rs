@@ -334,6 +334,7 @@ impl<
             discard_app: false,
             plan_blocked: false,
             room: false,
+            closing_seen: false,
         });
         self.work = true;
         Ok(id)
@@ -560,6 +561,7 @@ impl<
             let mut did = self.pump_all();
             did |= self.run_kills();
             did |= self.run_shell();
+            did |= self.run_closing();
             did |= self.run_plan();
             did |= self.run_reach();
             did |= self.free_slots();
@@ -577,6 +579,23 @@ impl<
         }
         self.room_freed = false;
         self.relay_room = false;
+    }
+
+    /// Links that started a clean shutdown (ours or the peer's LNK_CONN DELETE) leave the
+    /// relay plan: every node is planned again, so the relays on them are closed and the
+    /// shutdown can finish instead of waiting for its timeout.
+    fn run_closing(&mut self) -> bool {
+        let mut any = false;
+        for s in self.slots.iter_mut().flatten() {
+            if !s.closing_seen && s.conn.state() == crate::link::LinkState::Closing {
+                s.closing_seen = true;
+                any = true;
+            }
+        }
+        if any {
+            self.dirty.mark_all_plans();
+        }
+        any
     }
 
     /// Frees the slots of links that are down and drained.

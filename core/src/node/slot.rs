@@ -41,4 +41,6 @@ pub(crate) struct LinkSlot<const RX: usize, const AUX: usize, const TX: usize, c
     /// Room was freed on this link since the last progress (output drained, a
     /// transaction finished).
     pub room: bool,
+    /// The link was seen closing (its relays were replanned away).
+    pub closing_seen: bool,
 }

@@ -151,11 +151,40 @@
 //! assert_eq!(hub.stats().routes_relayed, 1);
 //! ```
 //!
+//! # Reliable sessions
+//!
+//! With session storage (`S` = [`Reliable`](crate::link::Reliable), e.g.
+//! [`ReliableMcuLeaf`], [`ReliableHostHub`]) and [`LinkConfig::session`] set on
+//! [`add_link`](Node::add_link), a link whose peer offers the session too runs over it
+//! (`spec/SESSION.md`), and a flaky transport no longer tears the cluster apart:
+//!
+//! - **Loss**: [`handle_close`](Node::handle_close), a broken byte stream or the idle timeout
+//!   only *suspend* the link: [`NodeEvent::LinkSuspended`]. Its spans, relays, routes and
+//!   open transactions stay; frames for it (the application's and relayed ones) queue in its
+//!   retransmit window, and when that is full the links that feed it wait (backpressure).
+//! - **Reconnect**: the connecting side dials again and calls
+//!   [`handle_reconnect`](Node::handle_reconnect); the accepting side classifies each new
+//!   stream and routes a RESUME to its link with [`find_session`](Node::find_session) (the
+//!   recipe and a runnable example are there). Both then feed the new stream with
+//!   [`handle_input`](Node::handle_input) as usual; [`NodeEvent::LinkResumed`] follows, and
+//!   every frame the peer missed is sent again: nothing is lost or duplicated.
+//! - **Death**: only when no transport comes back within the session's grace period, or the
+//!   peer answers RESET (it restarted), does the link go [`NodeEvent::LinkDown`]
+//!   ([`CloseReason::SessionDied`](crate::link::CloseReason::SessionDied)); then, as for a
+//!   plain link, its transactions end with LOSTLINK and its spans are withdrawn through the
+//!   mesh. [`remove_link`](Node::remove_link) ends a session at once (the peer gets RESET).
+//!
+//! A driver must report a transport's close only while it is the link's current one: after
+//! `handle_reconnect` a late EOF of the old socket would suspend the new transport. The
+//! link's counters of suspensions, reconnects and resumes are in
+//! [`reliable_stats`](Node::reliable_stats). A node without session storage (`S` =
+//! [`NoSession`], the default) is plain DMSG, byte for byte and at no size cost.
+//!
 //! # Memory
 //!
-//! A `Node<LINKS, SPANS, RELAYS, ROUTES, RX, AUX, TX, TXNS, C>` is one plain value
+//! A `Node<LINKS, SPANS, RELAYS, ROUTES, RX, AUX, TX, TXNS, C, S>` is one plain value
 //! (`Clone + Eq + Hash + Debug`); `Box` it on a host. Its size is about
-//! `LINKS * (size of a Connection<RX, AUX, TX, TXNS, C> + 150) + SPANS * 470 +
+//! `LINKS * (size of a Connection<RX, AUX, TX, TXNS, C, S> + 150) + SPANS * 470 +
 //! RELAYS * 120 + ROUTES * 104 + 2.5 KiB`:
 //!
 //! | parameter | what it bounds | cost |
@@ -165,6 +194,7 @@
 //! | `RELAYS` | LNK_SPANs we keep open to relay spans (at most 2 per node per link) | ~120 bytes each |
 //! | `ROUTES` | transactions routed through us or opened over circuits | ~104 bytes each |
 //! | `RX`, `AUX`, `TX`, `TXNS`, `C` | each link's buffers and tables | see [`link`](crate::link) |
+//! | `S` | each link's session storage: [`NoSession`] or [`Reliable`](crate::link::Reliable) | 0, or the retransmit window plus ~0.7 KiB per link ([`reliable`](crate::link::reliable)) |
 //!
 //! The per-link `TXNS` must cover the LNK_SPANs a link carries both ways (up to 2 per
 //! remote node each way) plus the routed transactions on it.
@@ -202,6 +232,48 @@ use route::RouteTable;
 use slot::{AppPending, LinkSlot};
 use types::tag;
 
+/// A leaf on a small MCU whose one link runs the reliable session: the link is a
+/// [`ReliableMcuConnection`](crate::link::ReliableMcuConnection) (1 KiB aux, 2 KiB output
+/// queue, a 12-frame 2 KiB retransmit window, 8 transactions per table), with room for 16
+/// spans, 4 relays and 4 routed transactions. 20,960 bytes on x86_64 (less on 32-bit MCUs;
+/// a compile-time check keeps it under 24 KiB).
+/// Offer the session with [`LinkConfig::session`] in [`add_link`](Node::add_link); against a
+/// peer that does not offer it the link is plain DMSG.
+pub type ReliableMcuLeaf = Node<
+    1,
+    16,
+    4,
+    4,
+    { 8 * 64 + 1024 },
+    1024,
+    2048,
+    8,
+    crate::crc::SoftCrc32c1,
+    crate::link::Reliable<crate::crc::SoftCrc32c1, 12, 2048, 0, 0>,
+>;
+
+/// A hub on a host whose links run the reliable session: 16 links, each a
+/// [`ReliableHostConnection`](crate::link::ReliableHostConnection) (64 KiB aux, 256
+/// transactions per table, a 64-frame window of four maximal frames), with room for 1,024
+/// spans, 2,048 relays and 512 routed transactions. 9,688,456 bytes (x86_64): `Box` it, and
+/// build it where the stack can hold it for a moment (a thread with a large stack, or a
+/// release build, which constructs it in place).
+pub type ReliableHostHub = Node<
+    16,
+    1024,
+    2048,
+    512,
+    { 32 * 64 + 65536 },
+    65536,
+    { 2 * (32 * 64 + 65536) },
+    256,
+    DefaultCrc,
+    crate::link::Reliable<DefaultCrc, 64, { 4 * (32 * 64 + 65536) }, 0, 0>,
+>;
+
+// The MCU leaf stays within its budget on every target.
+const _: () = assert!(core::mem::size_of::<ReliableMcuLeaf>() < 24 * 1024);
+
 /// Bytes to write to one link's transport, from [`Node::poll_transmit`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[must_use]
@@ -220,6 +292,8 @@ pub struct Transmit {
 /// - `RELAYS`: relayed LNK_SPANs we keep open.
 /// - `ROUTES`: routed transactions (through us, or ours over circuits).
 /// - `RX`, `AUX`, `TX`, `TXNS`, `C`: each link's [`Connection`] parameters.
+/// - `S`: each link's session storage: [`NoSession`] (plain DMSG, zero bytes) or
+///   [`Reliable`](crate::link::Reliable) (see [Reliable sessions](self#reliable-sessions)).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Node<
     const LINKS: usize,
@@ -445,7 +519,9 @@ impl<
     /// ([`NodeEvent::LinkSuspended`]): everything on it is kept until
     /// [`handle_reconnect`](Self::handle_reconnect) brings a new transport, or the grace
     /// period runs out (then `LinkDown`). Either way, drop what was left unread of the old
-    /// transport. Unknown links are ignored.
+    /// transport, and report only the close of the link's *current* transport (after
+    /// [`handle_reconnect`](Self::handle_reconnect), a late close of the old one would
+    /// suspend the new one). Unknown links are ignored.
     pub fn handle_close(&mut self, now: Instant, link: LinkId) {
         self.now = now;
         if let Some(slot) = self.slot_mut(link) {
@@ -726,6 +802,19 @@ impl<
         self.cursor = (i + 1) % LINKS;
         self.work = true;
         let slot = self.slots.get_mut(i)?.as_mut()?;
+        // A reliable link reports a transport change ahead of a frame that waits: report it
+        // now, the frame stays for the next call.
+        match slot.conn.peek_event() {
+            Some(Event::Suspended { .. }) => {
+                let _ = slot.conn.poll_event();
+                return Some(NodeEvent::LinkSuspended { link: slot.id });
+            }
+            Some(Event::Resumed { .. }) => {
+                let _ = slot.conn.poll_event();
+                return Some(NodeEvent::LinkResumed { link: slot.id });
+            }
+            _ => {}
+        }
         let kind = slot.app.take()?;
         slot.active = true;
         let link = slot.id;

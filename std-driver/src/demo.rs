@@ -21,7 +21,7 @@ use crate::node_cmd::{cluster, parse_listen, start_hub, start_leaf, HUB_LABEL, L
 const HELP: &str = "\
 dmsg demo: a hub and several leaves on loopback, in one process
 
-Usage: dmsg demo [--leaves N] [--requests N] [--stream N] [--listen ADDR] [-v]
+Usage: dmsg demo [--leaves N] [--requests N] [--stream N] [--listen ADDR] [--no-session] [-v]
 
 Shows the span tree converging, request/reply transactions from every leaf to every other
 through the hub (with latencies), a leaf's TCP connection cut in the middle of a stream of
@@ -32,6 +32,7 @@ Options:
   --requests N     request/reply transactions per ordered pair of leaves (default 25)
   --stream N       frames in the stream that is cut in the middle (default 200)
   --listen ADDR    where the hub listens (default 127.0.0.1:0, a free port)
+  --no-session     plain DMSG links: the cut stream ends with LOSTLINK instead of resuming
   -v, -vv          log the links' life (-v) and more (-vv) to standard error
   -h, --help       show this help
 
@@ -46,6 +47,7 @@ struct Args {
     requests: usize,
     stream: usize,
     listen: SocketAddr,
+    sessions: bool,
     verbose: u8,
 }
 
@@ -56,6 +58,7 @@ fn parse(args: &[OsString]) -> Result<Option<Args>, UsageError> {
         requests: 25,
         stream: 200,
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        sessions: true,
         verbose: 0,
     };
     let num = |r: &ArgReader<'_>, name: &str, v: &str, lo: usize, hi: usize| {
@@ -85,6 +88,10 @@ fn parse(args: &[OsString]) -> Result<Option<Args>, UsageError> {
             Arg::Option("--stream", inline) => {
                 let v = r.value("--stream", inline)?;
                 a.stream = num(&r, "--stream", v, 4, 1_000_000)?;
+            }
+            Arg::Option("--no-session", inline) => {
+                r.no_value("--no-session", inline)?;
+                a.sessions = false;
             }
             Arg::Option("--listen", inline) => {
                 let v = r.value("--listen", inline)?;
@@ -161,17 +168,20 @@ struct Tally {
 fn run(a: &Args, io: &mut Io<'_>) -> Result<(), Failed> {
     let t_start = Instant::now();
     let cl = cluster();
-    let (hub, _hub_events) = start_hub(a.listen, HUB_LABEL, cl).map_err(|e| Failed {
-        code: exit::NETWORK,
-        message: format!("the hub could not start: {e}"),
-    })?;
+    let (hub, _hub_events) =
+        start_hub(a.listen, HUB_LABEL, cl, a.sessions).map_err(|e| Failed {
+            code: exit::NETWORK,
+            message: format!("the hub could not start: {e}"),
+        })?;
     let hub_addr = hub.local_addr().unwrap_or(a.listen);
-    let _ = writeln!(
+    let _ =
+        writeln!(
         io.stdout,
         "dmsg demo: a hub on {hub_addr} and {} leaves ({}), each its own node runtime with a real \
-         TCP connection to the hub\n",
+         TCP connection to the hub; reliable sessions {}\n",
         a.leaves,
-        LEAF_NAMES[..a.leaves].join(", ")
+        LEAF_NAMES[..a.leaves].join(", "),
+        if a.sessions { "on" } else { "off (--no-session)" }
     );
     let _ = io.stdout.flush();
 
@@ -181,7 +191,7 @@ fn run(a: &Args, io: &mut Io<'_>) -> Result<(), Failed> {
     for &name in &LEAF_NAMES[..a.leaves] {
         let target = Addr::new(hub_addr.ip().to_string(), hub_addr.port());
         let (handle, events) =
-            start_leaf(target, name, cl).map_err(rt("a leaf could not start"))?;
+            start_leaf(target, name, cl, a.sessions).map_err(rt("a leaf could not start"))?;
         leaves.push(Leaf {
             name,
             handle,
@@ -268,10 +278,18 @@ fn run(a: &Args, io: &mut Io<'_>) -> Result<(), Failed> {
     match cut.outcome {
         StreamEnd::Completed => {
             tally.txns_ok += 1;
+            let resumed = match cut.resumed {
+                Some(d) => format!(
+                    "{} redialled and its session resumed on the new connection {:.1} ms after the cut",
+                    from.name,
+                    ms(d)
+                ),
+                None => "the cut came too late to matter".to_string(),
+            };
             let _ = writeln!(
                 io.stdout,
-                "      the session resumed on a new connection after {:.1} ms: {} of {} echoes, \
-                 in order, none twice",
+                "      {resumed}; the stream finished {:.1} ms after the cut with all {} of {} \
+                 echoes, in order, none twice, and the transaction closed cleanly",
                 ms(cut.recovered.unwrap_or_default()),
                 cut.echoes,
                 a.stream
@@ -453,6 +471,8 @@ enum StreamEnd {
 struct CutResult {
     outcome: StreamEnd,
     echoes: usize,
+    /// From the cut until the session resumed on a new connection.
+    resumed: Option<Duration>,
     /// From the cut until the stream finished (resumed) or the leaf was reachable again.
     recovered: Option<Duration>,
 }
@@ -476,6 +496,7 @@ fn stream_with_cut(from: &Leaf, to: NodeAddr, n: usize) -> Result<CutResult, Fai
     let mut echoed = 0usize;
     let mut cut_at: Option<Instant> = None;
     let mut send_failed = false;
+    let mut resumed = None;
     let end = Instant::now() + STEP;
     loop {
         // Keep the window full.
@@ -519,11 +540,15 @@ fn stream_with_cut(from: &Leaf, to: NodeAddr, n: usize) -> Result<CutResult, Fai
                     cut_at = Some(Instant::now());
                 }
             }
+            Ok(NodeEvent::LinkResumed { .. }) => {
+                resumed = cut_at.map(|t| t.elapsed());
+            }
             Ok(NodeEvent::Closed { txn: x, error, end }) if x == txn => {
                 if error == 0 && end == TxnEnd::Completed && echoed == n {
                     return Ok(CutResult {
                         outcome: StreamEnd::Completed,
                         echoes: echoed,
+                        resumed,
                         recovered: cut_at.map(|t| t.elapsed()),
                     });
                 }
@@ -531,6 +556,7 @@ fn stream_with_cut(from: &Leaf, to: NodeAddr, n: usize) -> Result<CutResult, Fai
                 return Ok(CutResult {
                     outcome: StreamEnd::Lost(error),
                     echoes: echoed,
+                    resumed,
                     recovered,
                 });
             }

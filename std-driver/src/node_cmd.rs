@@ -14,7 +14,7 @@ use dmsg_core::wire::{Label, Uuid};
 use crate::cli::{parse_duration, print_or_usage, Arg, ArgReader, Io, UsageError};
 use crate::exit;
 use crate::net::Addr;
-use crate::node::drive::{HubNode, LeafNode};
+use crate::node::drive::{HubNode, LeafNode, PlainHubNode, PlainLeafNode};
 use crate::node::{
     self, default_cluster, span_for, uuid_of, NodeEvent, NodeEvents, NodeHandle, NodeOptions,
 };
@@ -23,7 +23,7 @@ use crate::node::{
 pub const HUB_LABEL: &str = "hub";
 
 /// Settings of a hub listening on `listen`.
-pub fn hub_options(listen: SocketAddr, label: &str, cluster: Uuid) -> NodeOptions {
+pub fn hub_options(listen: SocketAddr, label: &str, cluster: Uuid, sessions: bool) -> NodeOptions {
     let mut link = LinkConfig::default();
     link.conn.peer_type = peer_type::ROUTER;
     link.conn.peer_id = cluster;
@@ -34,6 +34,7 @@ pub fn hub_options(listen: SocketAddr, label: &str, cluster: Uuid) -> NodeOption
         },
         link,
         listen: Some(listen),
+        sessions,
         echo: false,
         name: label.to_string(),
         ..NodeOptions::default()
@@ -41,7 +42,7 @@ pub fn hub_options(listen: SocketAddr, label: &str, cluster: Uuid) -> NodeOption
 }
 
 /// Settings of a leaf that answers echo transactions.
-pub fn leaf_options(label: &str, cluster: Uuid) -> NodeOptions {
+pub fn leaf_options(label: &str, cluster: Uuid, sessions: bool) -> NodeOptions {
     let mut link = LinkConfig::default();
     link.conn.peer_type = peer_type::HAMMER2;
     link.conn.peer_id = cluster;
@@ -52,19 +53,28 @@ pub fn leaf_options(label: &str, cluster: Uuid) -> NodeOptions {
         },
         link,
         listen: None,
+        sessions,
         echo: true,
         name: label.to_string(),
         ..NodeOptions::default()
     }
 }
 
-/// Starts a hub: listens on `listen` and advertises itself as node `label`.
+/// Starts a hub: listens on `listen` and advertises itself as node `label`. With
+/// `sessions`, a [`HubNode`] offering the reliable session on every link; without, a
+/// [`PlainHubNode`].
 pub fn start_hub(
     listen: SocketAddr,
     label: &str,
     cluster: Uuid,
+    sessions: bool,
 ) -> Result<(NodeHandle, NodeEvents), node::RtError> {
-    let (h, ev) = node::spawn::<HubNode>(hub_options(listen, label, cluster))?;
+    let opts = hub_options(listen, label, cluster, sessions);
+    let (h, ev) = if sessions {
+        node::spawn::<HubNode>(opts)?
+    } else {
+        node::spawn::<PlainHubNode>(opts)?
+    };
     h.advertise(span_for(cluster, label))?;
     Ok((h, ev))
 }
@@ -75,8 +85,14 @@ pub fn start_leaf(
     hub: Addr,
     label: &str,
     cluster: Uuid,
+    sessions: bool,
 ) -> Result<(NodeHandle, NodeEvents), node::RtError> {
-    let (h, ev) = node::spawn::<LeafNode>(leaf_options(label, cluster))?;
+    let opts = leaf_options(label, cluster, sessions);
+    let (h, ev) = if sessions {
+        node::spawn::<LeafNode>(opts)?
+    } else {
+        node::spawn::<PlainLeafNode>(opts)?
+    };
     h.advertise(span_for(cluster, label))?;
     h.connect(hub)?;
     Ok((h, ev))
@@ -130,6 +146,9 @@ Options:
   --cluster NAME       the cluster the hub advertises itself in (default dmsg-cluster)
   --stats INTERVAL     print links, spans, relayed frames and memory to standard error this
                        often when something changed (default 10s, 0 = never)
+  --no-session         do not offer the reliable session (plain DMSG only, less memory);
+                       by default it is offered, and peers that do not offer it (DragonFly)
+                       get plain DMSG anyway
   -v, -vv              log links coming and going (-v) and more (-vv) to standard error
   -h, --help           show this help
 
@@ -147,6 +166,8 @@ Options:
                        backoff after every loss
   --label NAME         this node's name (its span's label; its node id is derived from it)
   --cluster NAME       the cluster to advertise in (default dmsg-cluster)
+  --no-session         do not offer the reliable session: a lost connection then ends the
+                       link and its transactions (LOSTLINK) instead of being resumed
   -v, -vv              log the link's life (-v) and more (-vv) to standard error
   -h, --help           show this help
 
@@ -161,6 +182,7 @@ pub fn hub_main(args: &[OsString], io: &mut Io<'_>) -> u8 {
     let mut label = HUB_LABEL.to_string();
     let mut cluster = "dmsg-cluster".to_string();
     let mut stats = Duration::from_secs(10);
+    let mut sessions = true;
     let mut verbose = 0u8;
     let parsed: Result<(), UsageError> = (|| {
         while let Some(a) = r.next_arg() {
@@ -179,6 +201,10 @@ pub fn hub_main(args: &[OsString], io: &mut Io<'_>) -> u8 {
                 }
                 Arg::Option("--cluster", inline) => {
                     cluster = r.value("--cluster", inline)?.to_string();
+                }
+                Arg::Option("--no-session", inline) => {
+                    r.no_value("--no-session", inline)?;
+                    sessions = false;
                 }
                 Arg::Option("--stats", inline) => {
                     let v = r.value("--stats", inline)?;
@@ -204,7 +230,7 @@ pub fn hub_main(args: &[OsString], io: &mut Io<'_>) -> u8 {
         Ok(()) => {}
     }
     crate::logging::init(verbose);
-    let (hub, events) = match start_hub(listen, &label, uuid_of(&cluster)) {
+    let (hub, events) = match start_hub(listen, &label, uuid_of(&cluster), sessions) {
         Ok(x) => x,
         Err(e) => {
             let _ = writeln!(io.stderr, "dmsg hub: {e}");
@@ -215,9 +241,10 @@ pub fn hub_main(args: &[OsString], io: &mut Io<'_>) -> u8 {
     let st = hub.status().ok();
     let _ = writeln!(
         io.stdout,
-        "dmsg hub: listening on {local} as '{label}' (up to {} links, {} KiB frames, node {:.1} MB); Ctrl-C stops it",
+        "dmsg hub: listening on {local} as '{label}' (up to {} links, {} KiB frames, sessions {}, node {:.1} MB); Ctrl-C stops it",
         1024,
         hub.max_aux() / 1024,
+        if sessions { "offered" } else { "off" },
         st.map_or(0.0, |s| s.node_bytes as f64 / 1e6),
     );
     let _ = io.stdout.flush();
@@ -278,6 +305,7 @@ pub fn leaf_main(args: &[OsString], io: &mut Io<'_>) -> u8 {
     let mut connect: Option<Addr> = None;
     let mut label: Option<String> = None;
     let mut cluster = "dmsg-cluster".to_string();
+    let mut sessions = true;
     let mut verbose = 0u8;
     let parsed: Result<(), UsageError> = (|| {
         while let Some(a) = r.next_arg() {
@@ -285,6 +313,10 @@ pub fn leaf_main(args: &[OsString], io: &mut Io<'_>) -> u8 {
                 Arg::Option("-h" | "--help", _) => return Err(r.error("help")),
                 Arg::Option(v @ ("-v" | "-vv" | "-vvv"), None) => {
                     verbose = verbose.saturating_add(v.len() as u8 - 1)
+                }
+                Arg::Option("--no-session", inline) => {
+                    r.no_value("--no-session", inline)?;
+                    sessions = false;
                 }
                 Arg::Option("--connect", inline) => {
                     let v = r.value("--connect", inline)?;
@@ -330,7 +362,7 @@ pub fn leaf_main(args: &[OsString], io: &mut Io<'_>) -> u8 {
         return exit::USAGE;
     };
     crate::logging::init(verbose);
-    let (h, events) = match start_leaf(hub.clone(), &label, uuid_of(&cluster)) {
+    let (h, events) = match start_leaf(hub.clone(), &label, uuid_of(&cluster), sessions) {
         Ok(x) => x,
         Err(e) => {
             let _ = writeln!(io.stderr, "dmsg leaf: {e}");
@@ -353,6 +385,18 @@ pub fn leaf_main(args: &[OsString], io: &mut Io<'_>) -> u8 {
             }
             NodeEvent::LinkDown { why, .. } => {
                 let _ = writeln!(io.stderr, "dmsg leaf '{label}': link to {hub} lost: {why}");
+            }
+            NodeEvent::LinkSuspended { .. } => {
+                let _ = writeln!(
+                    io.stderr,
+                    "dmsg leaf '{label}': connection to {hub} lost; the session waits to resume"
+                );
+            }
+            NodeEvent::LinkResumed { .. } => {
+                let _ = writeln!(
+                    io.stdout,
+                    "dmsg leaf '{label}': session resumed, nothing lost"
+                );
             }
             NodeEvent::Retrying { retry, .. } if retry.attempt == 1 || retry.attempt % 10 == 0 => {
                 let _ = writeln!(io.stderr, "dmsg leaf '{label}': {hub}: {retry}");

@@ -32,6 +32,9 @@ fn demo_runs_to_its_summary() {
         String::from_utf8_lossy(&out.stderr)
     );
     for want in [
+        "reliable sessions on",
+        "40 of 40 echoes, in order, none twice",
+        "1 sessions resumed",
         "[1/4] span tree",
         "(alpha)",
         "(bravo)",
@@ -39,6 +42,37 @@ fn demo_runs_to_its_summary() {
         "30 answered, 0 failed",
         "[4/4] summary",
         "1 redials",
+    ] {
+        assert!(text.contains(want), "missing '{want}' in:\n{text}");
+    }
+}
+
+#[test]
+fn demo_without_sessions_shows_the_stream_lost() {
+    let out = dmsg()
+        .args([
+            "demo",
+            "--leaves",
+            "2",
+            "--requests",
+            "2",
+            "--stream",
+            "40",
+            "--no-session",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "reliable sessions off",
+        "ended with LOSTLINK",
+        "1 lost to the cut",
+        "0 sessions resumed",
     ] {
         assert!(text.contains(want), "missing '{want}' in:\n{text}");
     }

@@ -7,20 +7,27 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use dmsg_core::errcode;
+use dmsg_core::link::SendError;
 use dmsg_core::link::TxnEnd;
-use dmsg_core::node::{NodeConfig, NodeTxn};
+use dmsg_core::node::{NodeConfig, NodeError, NodeTxn};
 use dmsg_core::wire::{Command, Flags, Label};
 use dmsg_std::link::Message;
 use dmsg_std::net::Addr;
 use dmsg_std::node::drive::{HubNode, LeafNode};
 use dmsg_std::node::{
     self, addr_of, default_cluster, span_for, NodeEvent, NodeEvents, NodeHandle, NodeOptions,
+    RtError,
 };
 
 const DEADLINE: Duration = Duration::from_secs(8);
 
 fn hub() -> (NodeHandle, NodeEvents, SocketAddr) {
+    hub_with(false)
+}
+
+fn hub_with(sessions: bool) -> (NodeHandle, NodeEvents, SocketAddr) {
     let opts = NodeOptions {
+        sessions,
         listen: Some("127.0.0.1:0".parse().unwrap()),
         name: "hub".into(),
         node: NodeConfig {
@@ -34,7 +41,12 @@ fn hub() -> (NodeHandle, NodeEvents, SocketAddr) {
 }
 
 fn leaf(name: &str, hub: SocketAddr) -> (NodeHandle, NodeEvents) {
+    leaf_with(name, hub, false)
+}
+
+fn leaf_with(name: &str, hub: SocketAddr, sessions: bool) -> (NodeHandle, NodeEvents) {
     let opts = NodeOptions {
+        sessions,
         listen: None,
         echo: true,
         name: name.into(),
@@ -179,5 +191,94 @@ fn without_sessions_a_cut_connection_ends_open_transactions_with_lostlink_and_th
     });
     assert_eq!(a.status().unwrap().redials, 1);
     drop((a, b));
+    hub.shutdown();
+}
+
+/// With sessions on, one transaction streams `N` numbered frames from leaf a to leaf b (each
+/// echoed back) while a's TCP connection is cut twice: once by a, once by the hub. Every
+/// echo arrives exactly once and in order, the links are suspended and resumed (never down),
+/// and the transaction closes cleanly.
+#[test]
+fn with_sessions_a_stream_survives_forced_connection_resets_without_loss_or_duplication() {
+    const N: usize = 400;
+    const WINDOW: usize = 16;
+    let (hub, _hub_ev, addr) = hub_with(true);
+    let (a, a_ev) = leaf_with("a", addr, true);
+    let (_b, _b_ev) = leaf_with("b", addr, true);
+    let cluster = default_cluster();
+    wait_until("a to reach b", || {
+        a.route_to(addr_of(cluster, "b")).unwrap().is_some()
+    });
+    let frame = |k: usize| format!("frame {k:06}").into_bytes();
+    let txn = a
+        .open(
+            addr_of(cluster, "b"),
+            Message::new(Command::DbgShell).with_aux(frame(0)),
+            Flags::empty(),
+        )
+        .unwrap();
+    let (mut sent, mut echoed) = (1usize, 0usize);
+    let (mut suspended, mut resumed) = (0, 0);
+    let end = Instant::now() + DEADLINE;
+    loop {
+        while sent < N && sent - echoed < WINDOW {
+            let flags = if sent + 1 == N {
+                Flags::DELETE
+            } else {
+                Flags::empty()
+            };
+            match a.send(
+                txn,
+                Message::new(Command::DbgShell).with_aux(frame(sent)),
+                flags,
+            ) {
+                Ok(()) => sent += 1,
+                Err(RtError::Node(NodeError::Link(SendError::WouldBlock { .. }))) => break,
+                Err(e) => panic!("send {sent}: {e}"),
+            }
+        }
+        assert!(
+            Instant::now() < end,
+            "stream stuck at {echoed}/{N} echoes, {sent} sent"
+        );
+        match a_ev.recv_timeout(Duration::from_millis(5)) {
+            Ok(NodeEvent::Message { txn: t, msg }) if t == txn => {
+                assert_eq!(
+                    msg.aux,
+                    frame(echoed),
+                    "echo {echoed} lost, repeated or out of order"
+                );
+                echoed += 1;
+                if echoed == N / 4 {
+                    a.kill_link(txn.link).unwrap();
+                }
+                if echoed == N / 2 {
+                    // The hub cuts its side of a's connection this time.
+                    let a_local = a.status().unwrap().links[0].local.unwrap();
+                    let st = hub.status().unwrap();
+                    let la = st
+                        .links
+                        .iter()
+                        .find(|l| l.peer == a_local)
+                        .expect("a's link at the hub");
+                    hub.kill_link(la.link).unwrap();
+                }
+            }
+            Ok(NodeEvent::Closed { txn: t, error, end }) if t == txn => {
+                assert_eq!((error, end), (0, TxnEnd::Completed));
+                break;
+            }
+            Ok(NodeEvent::LinkSuspended { .. }) => suspended += 1,
+            Ok(NodeEvent::LinkResumed { .. }) => resumed += 1,
+            Ok(NodeEvent::LinkDown { why, .. }) => panic!("the link went down: {why}"),
+            _ => {}
+        }
+    }
+    assert_eq!(echoed, N);
+    assert!(
+        suspended >= 2 && resumed >= 2,
+        "suspended {suspended}, resumed {resumed}"
+    );
+    assert!(a.status().unwrap().resumes >= 2);
     hub.shutdown();
 }

@@ -7,7 +7,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-use dmsg_core::link::TxnEnd;
+use dmsg_core::link::{SessionOffer, StreamStart, TxnEnd};
 use dmsg_core::node::NodeEvent as CoreEvent;
 use dmsg_core::span::LinkId;
 use dmsg_core::time::Instant;
@@ -30,6 +30,9 @@ pub(crate) const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
 /// Sockets: index + this.
 const FIRST_SOCK: usize = 2;
+/// How long an accepted connection may stay silent before it is taken as a new link (a
+/// peer that waits for our LNK_CONN first); with sessions, its first 64 bytes decide.
+const CLASSIFY_WAIT: Duration = Duration::from_millis(500);
 
 /// Binds the listener and registers it.
 pub(crate) fn bind(addr: SocketAddr, poll: &Poll) -> Result<TcpListener, RtError> {
@@ -80,6 +83,8 @@ enum DialState {
 
 struct Dial {
     connector: Connector,
+    /// The link this dial carries (kept while it is suspended, to resume it).
+    link: Option<LinkId>,
     state: DialState,
     up_at: Option<std::time::Instant>,
     /// Which resolved address to try next.
@@ -96,6 +101,8 @@ pub(crate) struct Runtime<N: DriveNode> {
     socks: Vec<Option<Sock>>,
     free: Vec<usize>,
     by_link: HashMap<LinkId, usize>,
+    /// Suspended links (no socket) and the dial that resumes them, if we dialled them.
+    suspended: HashMap<LinkId, Option<usize>>,
     dials: Vec<Dial>,
     cmds: Receiver<Cmd>,
     events: EventTx,
@@ -126,6 +133,7 @@ impl<N: DriveNode> Runtime<N> {
             socks: Vec::new(),
             free: Vec::new(),
             by_link: HashMap::new(),
+            suspended: HashMap::new(),
             dials: Vec::new(),
             cmds,
             events,
@@ -212,8 +220,8 @@ impl<N: DriveNode> Runtime<N> {
         let mut busy = s.read_some(&mut self.buf, INPUT_CAP).bytes > 0;
         match s.phase {
             Phase::Connecting { .. } => {}
-            Phase::Classifying => {
-                if s.input.len() >= 64 || s.end.is_some() {
+            Phase::Classifying { deadline } => {
+                if s.input.len() >= 64 || s.end.is_some() || std::time::Instant::now() >= deadline {
                     self.classify(i, now);
                     busy = true;
                 }
@@ -288,6 +296,7 @@ impl<N: DriveNode> Runtime<N> {
             let Some(ev) = node.poll_event() else { break };
             busy = true;
             let mut down = None;
+            let mut suspend = None;
             let out = match ev {
                 CoreEvent::LinkUp { link } => {
                     let s = self
@@ -333,6 +342,22 @@ impl<N: DriveNode> Runtime<N> {
                         log::warn!("{}: link {link} closed: {why}", self.opts.name);
                     }
                     Some(NodeEvent::LinkDown { link, reason, why })
+                }
+                CoreEvent::LinkSuspended { link } => {
+                    suspend = Some(link);
+                    None
+                }
+                CoreEvent::LinkResumed { link } => {
+                    self.resumes += 1;
+                    if let Some(s) = self
+                        .by_link
+                        .get(&link)
+                        .and_then(|&i| self.socks[i].as_mut())
+                    {
+                        s.resumed_over_live = false;
+                    }
+                    log::info!("{}: link {link} resumed; nothing lost", self.opts.name);
+                    Some(NodeEvent::LinkResumed { link })
                 }
                 CoreEvent::Reachable { node, dist } => {
                     log::debug!("{}: {node} reachable at distance {dist}", self.opts.name);
@@ -397,6 +422,11 @@ impl<N: DriveNode> Runtime<N> {
             if let Some(link) = down {
                 self.link_gone(link);
             }
+            if let Some(link) = suspend {
+                if self.link_suspended(link) {
+                    self.events.send(NodeEvent::LinkSuspended { link });
+                }
+            }
             self.echo.flush(&mut *self.node, now);
         }
         busy
@@ -438,6 +468,44 @@ impl<N: DriveNode> Runtime<N> {
         }
     }
 
+    /// A reliable link lost its transport: drop the socket, keep the link; redial if we
+    /// dialled it. False when the suspension is of a transport already replaced.
+    fn link_suspended(&mut self, link: LinkId) -> bool {
+        let mut dial = None;
+        if let Some(&i) = self.by_link.get(&link) {
+            if let Some(s) = self.socks[i].as_mut() {
+                if s.resumed_over_live {
+                    // About the old transport; this socket carries the link now.
+                    s.resumed_over_live = false;
+                    return false;
+                }
+                dial = s.dial;
+                let why =
+                    s.end.as_ref().map(|e| format!("{e:?}")).unwrap_or_else(|| {
+                        "the node gave up on it (nothing received in time)".into()
+                    });
+                log::info!(
+                    "{}: link {link} ({}): connection lost ({why}); session kept, waiting for a new connection",
+                    self.opts.name,
+                    s.peer
+                );
+            }
+            self.by_link.remove(&link);
+            self.drop_sock(i);
+        }
+        self.suspended.insert(link, dial);
+        if let Some(d) = dial {
+            if let Some(up) = self.dials[d].up_at.take() {
+                if up.elapsed() >= self.dials[d].connector.backoff().reset_after {
+                    self.dials[d].connector.reset();
+                }
+            }
+            self.redials += 1;
+            self.dial_failed(d, "the connection was lost; resuming the session".into());
+        }
+        true
+    }
+
     // ---------------------------------------------------------------------------------
     // Sockets
 
@@ -473,6 +541,10 @@ impl<N: DriveNode> Runtime<N> {
     fn attach_new(&mut self, i: usize, now: Instant) -> bool {
         let mut cfg = self.opts.link;
         cfg.salt_seed = salt_seed();
+        if self.opts.sessions {
+            let id = (u64::from(salt_seed()) << 32) | u64::from(salt_seed());
+            cfg.session = Some(SessionOffer::new(id.max(1)));
+        }
         match self.node.add_link(now, &cfg) {
             Ok(link) => {
                 if let Some(s) = self.socks[i].as_mut() {
@@ -496,8 +568,97 @@ impl<N: DriveNode> Runtime<N> {
     /// An accepted connection's first bytes decide: a new link, or a resumed session.
     /// Without sessions every connection is a new link (decided at accept).
     fn classify(&mut self, i: usize, now: Instant) {
-        if !self.attach_new(i, now) {
-            self.drop_sock(i);
+        let Some(s) = self.socks[i].as_ref() else {
+            return;
+        };
+        let (peer, timed_out) = (
+            s.peer,
+            matches!(s.phase, Phase::Classifying { deadline } if std::time::Instant::now() >= deadline),
+        );
+        let start = self.node.classify(&s.input);
+        match start {
+            StreamStart::Fresh => {
+                if !self.attach_new(i, now) {
+                    self.drop_sock(i);
+                }
+            }
+            StreamStart::NeedMore if s.end.is_none() && s.input.is_empty() && timed_out => {
+                // Silent: a peer that waits for us to speak first.
+                if !self.attach_new(i, now) {
+                    self.drop_sock(i);
+                }
+            }
+            StreamStart::NeedMore if s.end.is_none() && !timed_out => {}
+            StreamStart::NeedMore => {
+                log::info!(
+                    "{}: {peer} closed or stalled before its first frame; dropped",
+                    self.opts.name
+                );
+                self.drop_sock(i);
+            }
+            StreamStart::Resume(frame) => match self.node.find_resume(&frame) {
+                Some(link) => self.resume_on(i, link, now),
+                None => {
+                    let mut reset = [0u8; 64];
+                    if let Some(n) = self.node.stateless_reset(&start, &mut reset) {
+                        if let Some(s) = self.socks[i].as_mut() {
+                            s.write_or_keep(&reset[..n]);
+                            s.flush();
+                        }
+                    }
+                    log::info!(
+                        "{}: {peer} asked to resume session {:#x}, which this node does not hold \
+                         (it restarted, or the session expired); answered with a RESET so it \
+                         starts a new link",
+                        self.opts.name,
+                        frame.receiver_id
+                    );
+                    self.drop_sock(i);
+                }
+            },
+            _ => {
+                log::warn!(
+                    "{}: {peer} did not start with a DMSG frame (bad magic or header CRC); \
+                     dropped. Is it a plaintext DMSG peer?",
+                    self.opts.name
+                );
+                self.drop_sock(i);
+            }
+        }
+    }
+
+    /// Socket `i` (a RESUME) takes over suspended (or failing) `link`.
+    fn resume_on(&mut self, i: usize, link: LinkId, now: Instant) {
+        let over_live = match self.by_link.remove(&link) {
+            Some(old) => {
+                // A half-open old connection the node did not notice yet.
+                self.drop_sock(old);
+                !self.node.is_suspended(link)
+            }
+            None => false,
+        };
+        match self.node.handle_reconnect(now, link) {
+            Ok(()) => {
+                if let Some(s) = self.socks[i].as_mut() {
+                    log::info!(
+                        "{}: link {link}: session resumed on {}",
+                        self.opts.name,
+                        s.peer
+                    );
+                    s.link = Some(link);
+                    s.phase = Phase::Linked;
+                    s.resumed_over_live = over_live;
+                }
+                self.suspended.remove(&link);
+                self.by_link.insert(link, i);
+            }
+            Err(e) => {
+                log::info!(
+                    "{}: link {link}: cannot resume ({e}); connection dropped",
+                    self.opts.name
+                );
+                self.drop_sock(i);
+            }
         }
     }
 
@@ -519,7 +680,8 @@ impl<N: DriveNode> Runtime<N> {
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
-                    let s = Sock::new(stream, peer, Phase::Classifying);
+                    let deadline = std::time::Instant::now() + CLASSIFY_WAIT;
+                    let s = Sock::new(stream, peer, Phase::Classifying { deadline });
                     let i = match self.insert_sock(s) {
                         Ok(i) => i,
                         Err(e) => {
@@ -556,7 +718,7 @@ impl<N: DriveNode> Runtime<N> {
 
     /// True when accepted connections must be classified first (sessions on).
     fn sessions(&self) -> bool {
-        false
+        self.opts.sessions
     }
 
     // ---------------------------------------------------------------------------------
@@ -655,6 +817,7 @@ impl<N: DriveNode> Runtime<N> {
                         continue;
                     }
                     if self.attach_new(i, cnow) {
+                        self.dials[d].link = self.socks[i].as_ref().and_then(|s| s.link);
                         self.dials[d].state = DialState::Up(i);
                         self.dials[d].up_at = Some(now);
                     } else {
@@ -666,9 +829,41 @@ impl<N: DriveNode> Runtime<N> {
         }
     }
 
-    /// A dialled connection for a suspended session: resume it (sessions only).
-    fn reattach(&mut self, _i: usize, _d: usize, _now: Instant) -> bool {
-        false
+    /// A dialled connection for a suspended session: resume it (sessions only). False when
+    /// there is nothing to resume (the caller adds a new link).
+    fn reattach(&mut self, i: usize, d: usize, now: Instant) -> bool {
+        let Some(link) = self.dials[d].link else {
+            return false;
+        };
+        if !self.node.is_suspended(link) {
+            return false;
+        }
+        match self.node.handle_reconnect(now, link) {
+            Ok(()) => {
+                if let Some(s) = self.socks[i].as_mut() {
+                    log::info!(
+                        "{}: link {link}: resuming the session on {}",
+                        self.opts.name,
+                        s.peer
+                    );
+                    s.link = Some(link);
+                    s.phase = Phase::Linked;
+                }
+                self.suspended.remove(&link);
+                self.by_link.insert(link, i);
+                self.dials[d].state = DialState::Up(i);
+                self.dials[d].up_at = Some(std::time::Instant::now());
+                true
+            }
+            Err(e) => {
+                log::info!(
+                    "{}: link {link}: cannot resume ({e}); starting a new link",
+                    self.opts.name
+                );
+                self.dials[d].link = None;
+                false
+            }
+        }
     }
 
     fn dial_failed(&mut self, d: usize, reason: String) {
@@ -721,7 +916,7 @@ impl<N: DriveNode> Runtime<N> {
             }
         }
         for s in self.socks.iter().flatten() {
-            if let Phase::Connecting { deadline } = s.phase {
+            if let Phase::Connecting { deadline } | Phase::Classifying { deadline } = s.phase {
                 at(deadline.saturating_duration_since(snow) + Duration::from_millis(1));
             }
         }
@@ -792,6 +987,7 @@ impl<N: DriveNode> Control for Runtime<N> {
         self.dials.push(Dial {
             connector,
             state: DialState::Due(std::time::Instant::now()),
+            link: None,
             up_at: None,
             next_addr: 0,
         });
@@ -829,6 +1025,7 @@ impl<N: DriveNode> Control for Runtime<N> {
                 Some(LinkInfo {
                     link,
                     peer: s.peer,
+                    local: s.stream.local_addr().ok(),
                     dialled: s.dial.map(|d| self.dials[d].connector.addr().clone()),
                     stats: self.node.link_stats(link),
                 })
@@ -867,6 +1064,11 @@ impl<N: DriveNode> Control for Runtime<N> {
         }
         let now = self.clock.now();
         for link in self.node.link_ids() {
+            if self.node.is_suspended(link) {
+                // No transport to close it over: the session is abandoned.
+                let _ = self.node.remove_link(now, link);
+                continue;
+            }
             if let Err(e) = self.node.close_link(now, link) {
                 log::debug!(
                     "{}: link {link}: clean close refused ({e}); dropping it",

@@ -95,6 +95,12 @@ pub struct NodeOptions {
     pub link: LinkConfig,
     /// Address to listen on (`None`: no listener).
     pub listen: Option<SocketAddr>,
+    /// Offer the reliable session on every link (needs a node type with session storage,
+    /// e.g. [`drive::HubNode`]; default false). Against a peer that does not offer it (e.g.
+    /// DragonFly) a link is plain DMSG. With it, a lost connection suspends the link
+    /// ([`NodeEvent::LinkSuspended`]); dialled links are redialled and resumed, accepted ones
+    /// resume when the peer dials back; nothing is lost or repeated.
+    pub sessions: bool,
     /// Answer every transaction opened to us by echoing each frame's aux back (a leaf's
     /// service); those transactions are not reported.
     pub echo: bool,
@@ -116,6 +122,7 @@ impl Default for NodeOptions {
             node: NodeConfig::default(),
             link: LinkConfig::default(),
             listen: Some(SocketAddr::from(([0, 0, 0, 0], crate::net::DEFAULT_PORT))),
+            sessions: false,
             echo: false,
             backoff: Backoff {
                 initial: Duration::from_millis(100),
@@ -181,6 +188,8 @@ pub struct LinkInfo {
     pub link: LinkId,
     /// The peer's socket address.
     pub peer: SocketAddr,
+    /// Our end's socket address.
+    pub local: Option<SocketAddr>,
     /// For a link we dialled: the address as given.
     pub dialled: Option<Addr>,
     /// The link's core counters.
@@ -455,6 +464,13 @@ pub fn addr_of(cluster: Uuid, label: &str) -> NodeAddr {
 /// thread cannot be started.
 pub fn spawn<N: DriveNode>(opts: NodeOptions) -> Result<(NodeHandle, NodeEvents), RtError> {
     let node: Box<N> = drive::boxed_node(opts.node).map_err(|e| RtError::Io(e.to_string()))?;
+    if opts.sessions && !node.supports_sessions() {
+        return Err(RtError::Io(
+            "sessions were asked for, but this node type has no session storage; use one with \
+             a Reliable session slot (e.g. drive::HubNode) or turn sessions off"
+                .into(),
+        ));
+    }
     let max_aux = node.max_aux();
     let poll = mio::Poll::new().map_err(|e| RtError::Io(format!("cannot create a poller: {e}")))?;
     let waker = Arc::new(

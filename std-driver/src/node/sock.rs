@@ -13,9 +13,9 @@ use crate::link::TransportEnd;
 pub(crate) enum Phase {
     /// An outbound connect in progress (until `deadline`).
     Connecting { deadline: std::time::Instant },
-    /// Accepted; waiting for the first 64 bytes to tell a new link from a resumed one
-    /// (sessions only).
-    Classifying,
+    /// Accepted; waiting (until `deadline`) for the first 64 bytes to tell a new link from
+    /// a resumed one (sessions only).
+    Classifying { deadline: std::time::Instant },
     /// Carrying a link.
     Linked,
     /// The transport ended; the node was told (or will be once the input is fed).
@@ -39,6 +39,9 @@ pub(crate) struct Sock {
     pub end: Option<TransportEnd>,
     /// The end was reported to the node (`handle_close`).
     pub close_fed: bool,
+    /// This socket resumed a link whose old transport was not reported lost yet: the
+    /// node's next `LinkSuspended` for the link is about the old one.
+    pub resumed_over_live: bool,
 }
 
 /// What one read pass did.
@@ -59,6 +62,7 @@ impl Sock {
             readable: true,
             end: None,
             close_fed: false,
+            resumed_over_live: false,
         }
     }
 

@@ -465,6 +465,49 @@ pub(super) mod hooks {
         ) -> bool {
             true
         }
+
+        /// [`Connection::handle_reconnect`], for any storage.
+        #[inline(always)]
+        fn reconnect<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize>(
+            _c: &mut Connection<RX, AUX, TX, TXNS, C, Self>,
+            _now: Instant,
+        ) -> Result<(), ReconnectError> {
+            Err(ReconnectError::NoSession)
+        }
+
+        /// `(our_id, peer_id)` of a session that runs and can still be resumed.
+        #[inline(always)]
+        fn live_ids(&self) -> Option<(u64, u64)> {
+            None
+        }
+
+        /// Between a transport loss and the next reconnect.
+        #[inline(always)]
+        fn suspended(&self) -> bool {
+            false
+        }
+
+        /// Our session identity when offered.
+        #[inline(always)]
+        fn offered_id(&self) -> Option<u64> {
+            None
+        }
+
+        /// The current time, for the inputs that carry none (`handle_close`).
+        #[inline(always)]
+        fn note_time(&mut self, _now: Instant) {}
+
+        /// [`Connection::abandon`], for any storage.
+        fn abandon<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize>(
+            c: &mut Connection<RX, AUX, TX, TXNS, C, Self>,
+            now: Instant,
+        );
+
+        /// The link's counters around its session, if it has session storage.
+        #[inline(always)]
+        fn rel_stats(&self) -> Option<ReliableStats> {
+            None
+        }
     }
 
     impl<C: Crc32c + Clone> Hooks<C> for NoSession {
@@ -474,6 +517,14 @@ pub(super) mod hooks {
                 Some(_) => Err(ConfigError::SessionUnsupported),
                 None => Ok(NoSession),
             }
+        }
+
+        #[inline(always)]
+        fn abandon<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize>(
+            c: &mut Connection<RX, AUX, TX, TXNS, C, Self>,
+            _now: Instant,
+        ) {
+            c.handle_close();
         }
     }
 
@@ -668,6 +719,96 @@ pub(super) mod hooks {
             }
             false
         }
+
+        fn reconnect<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize>(
+            c: &mut Connection<RX, AUX, TX, TXNS, C, Self>,
+            now: Instant,
+        ) -> Result<(), ReconnectError> {
+            c.handle_reconnect(now)
+        }
+
+        fn live_ids(&self) -> Option<(u64, u64)> {
+            match (self.mode, self.session.outcome()) {
+                (Mode::Session, Outcome::Running) => self.session.ids(),
+                _ => None,
+            }
+        }
+
+        fn suspended(&self) -> bool {
+            self.down.is_some()
+        }
+
+        fn offered_id(&self) -> Option<u64> {
+            (self.mode != Mode::Off).then_some(self.our_id)
+        }
+
+        fn note_time(&mut self, now: Instant) {
+            self.tick(now);
+        }
+
+        fn abandon<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize>(
+            c: &mut Connection<RX, AUX, TX, TXNS, C, Self>,
+            now: Instant,
+        ) {
+            c.abandon(now);
+        }
+
+        fn rel_stats(&self) -> Option<ReliableStats> {
+            Some(self.stats)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session queries for any storage (the node layer is generic over it)
+
+impl<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize, C, S>
+    Connection<RX, AUX, TX, TXNS, C, S>
+where
+    C: Crc32c + Clone,
+    S: SessionSlot<C>,
+{
+    /// [`handle_reconnect`](Connection::handle_reconnect) for any session storage: a plain
+    /// connection answers [`ReconnectError::NoSession`].
+    pub(crate) fn reconnect_any(&mut self, now: Instant) -> Result<(), ReconnectError> {
+        S::reconnect(self, now)
+    }
+
+    /// `(our_id, peer_id)` while a session runs on the link and can be resumed (not before
+    /// it was negotiated, not after it ended or the link closed).
+    pub(crate) fn live_session_ids(&self) -> Option<(u64, u64)> {
+        if self.is_closed() {
+            return None;
+        }
+        self.rel.live_ids()
+    }
+
+    /// True between a transport loss and the next reconnect (always false without a
+    /// session).
+    pub(crate) fn transport_suspended(&self) -> bool {
+        !self.is_closed() && self.rel.suspended()
+    }
+
+    /// The counters around the session, if the connection has session storage.
+    pub(crate) fn reliable_stats_any(&self) -> Option<ReliableStats> {
+        self.rel.rel_stats()
+    }
+
+    /// [`session_id`](Connection::session_id) for any session storage.
+    pub(crate) fn session_id_any(&self) -> Option<u64> {
+        self.rel.offered_id()
+    }
+
+    /// Ends the link now, session or not ([`abandon`](Connection::abandon) for any
+    /// storage).
+    pub(crate) fn abandon_any(&mut self, now: Instant) {
+        S::abandon(self, now);
+    }
+
+    /// Tells the session the time before an input that carries none
+    /// ([`handle_close`](Connection::handle_close)), so the grace period starts now.
+    pub(crate) fn note_time(&mut self, now: Instant) {
+        self.rel.note_time(now);
     }
 }
 

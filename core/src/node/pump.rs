@@ -13,6 +13,7 @@
 use crate::crc::Crc32c;
 use crate::errcode::txn as err;
 use crate::link::txn::Dir;
+use crate::link::SessionSlot;
 use crate::link::{
     CloseReason, Event, LinkState, Outgoing, Received, SendError, Side, TxnEnd, TxnId, CTL_RESERVE,
 };
@@ -53,6 +54,8 @@ enum Decision {
 enum Local {
     LinkUp,
     PeerConn,
+    Suspended,
+    Resumed,
     Ignore,
     SpanOpen {
         txn: TxnId,
@@ -139,7 +142,8 @@ impl<
         const TX: usize,
         const TXNS: usize,
         C: Crc32c + Clone,
-    > Node<LINKS, SPANS, RELAYS, ROUTES, RX, AUX, TX, TXNS, C>
+        S: SessionSlot<C>,
+    > Node<LINKS, SPANS, RELAYS, ROUTES, RX, AUX, TX, TXNS, C, S>
 {
     /// Takes the events of every link that may have some. Returns true when any was taken.
     pub(super) fn pump_all(&mut self) -> bool {
@@ -235,8 +239,10 @@ impl<
             }),
             Event::LinkClosed { reason } => Decision::Local(Local::LinkClosed(reason)),
             // A reliable session lost or regained its transport: the link (and everything
-            // on it) lives on, nothing to do here.
-            Event::Suspended { .. } | Event::Resumed { .. } => Decision::Local(Local::Ignore),
+            // on it: spans, relays, routes, transactions) lives on; only the application is
+            // told.
+            Event::Suspended { .. } => Decision::Local(Local::Suspended),
+            Event::Resumed { .. } => Decision::Local(Local::Resumed),
             Event::Opened { txn, msg } => self.decide_opened(a, txn, &msg, room_a),
             Event::Message { txn, msg } => self.decide_message(a, txn, &msg, room_a),
             Event::OneWay { msg } => self.decide_one_way(a, &msg),
@@ -860,6 +866,12 @@ impl<
             Local::PeerConn => {
                 self.notices.push(Notice::PeerConn(id));
                 self.dirty.mark_all_plans();
+            }
+            Local::Suspended => {
+                self.notices.push(Notice::LinkSuspended(id));
+            }
+            Local::Resumed => {
+                self.notices.push(Notice::LinkResumed(id));
             }
             Local::Ignore => {}
             Local::SpanOpen { txn, span, delete } => self.span_open(a, id, txn, span, delete),

@@ -17,6 +17,7 @@
 //! [`SpanTable::plan_node`]: crate::span::SpanTable::plan_node
 
 use crate::crc::Crc32c;
+use crate::link::SessionSlot;
 use crate::link::{Outgoing, SendError, TxnId};
 use crate::span::{ConnFilter, LinkId, RelayAction, SpanKey};
 use crate::wire::{Body, Command, Flags, MsgId};
@@ -214,7 +215,8 @@ impl<
         const TX: usize,
         const TXNS: usize,
         C: Crc32c + Clone,
-    > Node<LINKS, SPANS, RELAYS, ROUTES, RX, AUX, TX, TXNS, C>
+        S: SessionSlot<C>,
+    > Node<LINKS, SPANS, RELAYS, ROUTES, RX, AUX, TX, TXNS, C, S>
 {
     /// The connections spans are relayed to: open links whose peer sent LNK_CONN.
     pub(super) fn conn_filters(&self) -> heapless::Vec<ConnFilter, LINKS> {

@@ -1,3 +1,2 @@
-//! Test support: the interim hub and a session-capable peer.
-pub mod hub;
-pub mod session_peer;
+//! Test support: the hub's client (a dmsg-std node runtime in the namespace).
+pub mod client;

@@ -270,9 +270,10 @@ where
         },
     };
     let mut pending: Option<LeafEvent<A>> = None;
-    // A command that found no room even after a flush: with the reliable session the
-    // retransmit window frees only as the hub acknowledges, so it is retried after every
-    // input (no other command is taken meanwhile), and refused once the link is down.
+    // The application's command being carried out. One that finds no room even after the
+    // flush (with the reliable session the retransmit window frees only as the hub
+    // acknowledges) stays here and is retried after every input, no other command being
+    // taken meanwhile; it is refused if the link goes down first.
     let mut held: Option<LeafCommand<A>> = None;
     loop {
         // 1 and 2: transmit; take events until one waits for the application.
@@ -289,6 +290,9 @@ where
                 match res {
                     Err(SendError::WouldBlock { .. }) => held = Some(cmd),
                     res => {
+                        if let Err(e) = res {
+                            debug!("dmsg: command refused: {:?}", e);
+                        }
                         pending = cmd.outcome(res);
                         if flush(socket, leaf).await.is_err() {
                             leaf.handle_close();
@@ -383,26 +387,10 @@ where
                     }
                 }
             }
-            Either4::Second(cmd) => {
-                let mut res = leaf.command(now(), &cmd);
-                if let Err(SendError::WouldBlock { .. }) = res {
-                    // The output queue is full: empty it into the socket and try once more
-                    // (an empty queue has room for any frame that is not TooLarge).
-                    if flush(socket, leaf).await.is_err() {
-                        leaf.handle_close();
-                    }
-                    res = leaf.command(now(), &cmd);
-                }
-                match res {
-                    Err(SendError::WouldBlock { .. }) => held = Some(cmd),
-                    res => {
-                        if let Err(e) = res {
-                            debug!("dmsg: command refused: {:?}", e);
-                        }
-                        pending = cmd.outcome(res);
-                    }
-                }
-            }
+            // Carried out at the top of the loop, after the flush: with room in the output
+            // queue at once; when there is none even then (the reliable session's window
+            // waits for the hub's acknowledgements) it is held there until it fits.
+            Either4::Second(cmd) => held = Some(cmd),
             Either4::Third(Ok(used)) => trace!("dmsg: {} bytes in", used),
             Either4::Third(Err(_)) => {
                 info!("dmsg: connection closed by the hub");

@@ -34,6 +34,9 @@ pub trait CoreLink: Sized {
     /// only as the hub acknowledges), [`NoDeferral`] (zero bytes) for a plain link, whose
     /// output queue always has room once the runner emptied it.
     type Deferred<const A: usize>: DeferQueue<A>;
+    /// True for a link with session storage: the session paths of the leaf and the runner
+    /// are compiled only then (a plain leaf's firmware does not carry them).
+    const SESSION: bool = false;
     /// A connection on a freshly connected transport (its LNK_CONN is queued).
     fn connect(now: Instant, config: &LinkConfig) -> Result<Self, link::ConfigError>;
     /// Feeds received bytes; returns how many were used.
@@ -215,6 +218,7 @@ where
     C: Crc32c + Clone + Default,
 {
     type Deferred<const A: usize> = heapless::Deque<(TxnId, Msg<A>), DEFERRED_ECHOES>;
+    const SESSION: bool = true;
     #[inline(never)]
     fn connect(now: Instant, config: &LinkConfig) -> Result<Self, link::ConfigError> {
         let mut config = *config;
@@ -573,8 +577,12 @@ impl<L: CoreLink, const A: usize> Leaf<L, A> {
                 self.deferred.clear();
                 return Polled::Event(LeafEvent::Down(crate::types::Down::Link(reason)));
             }
-            Event::Suspended { reason } => return Polled::Event(LeafEvent::Suspended { reason }),
-            Event::Resumed { outage, .. } => return Polled::Event(LeafEvent::Resumed { outage }),
+            Event::Suspended { reason } if L::SESSION => {
+                return Polled::Event(LeafEvent::Suspended { reason })
+            }
+            Event::Resumed { outage, .. } if L::SESSION => {
+                return Polled::Event(LeafEvent::Resumed { outage })
+            }
             _ => return Polled::Handled,
         };
         match kind {

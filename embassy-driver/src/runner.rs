@@ -241,7 +241,7 @@ where
     // cannot (it died meanwhile) first hands the application its transactions' ends and
     // its `Down`.
     let resumed = match slot.as_mut() {
-        Some(old) if old.is_suspended() => {
+        Some(old) if L::SESSION && old.is_suspended() => {
             if old.resume(now()) {
                 info!("dmsg: resuming the session");
                 true
@@ -276,30 +276,29 @@ where
     // taken meanwhile; it is refused if the link goes down first.
     let mut held: Option<LeafCommand<A>> = None;
     loop {
-        // 1 and 2: transmit; take events until one waits for the application.
-        if flush(socket, leaf).await.is_err() {
-            leaf.handle_close();
-        }
-        if pending.is_none() {
-            if let Some(cmd) = held.take() {
-                let res = if leaf.is_closed() || leaf.is_suspended() {
-                    Err(SendError::Closed)
-                } else {
-                    leaf.command(now(), &cmd)
-                };
-                match res {
-                    Err(SendError::WouldBlock { .. }) => held = Some(cmd),
-                    res => {
-                        if let Err(e) = res {
-                            debug!("dmsg: command refused: {:?}", e);
-                        }
-                        pending = cmd.outcome(res);
-                        if flush(socket, leaf).await.is_err() {
-                            leaf.handle_close();
-                        }
-                    }
-                }
+        // 1 and 2: transmit (and carry out the held command when it fits: then transmit
+        // again); take events until one waits for the application.
+        loop {
+            if flush(socket, leaf).await.is_err() {
+                leaf.handle_close();
             }
+            if pending.is_some() {
+                break;
+            }
+            let Some(cmd) = held.take() else { break };
+            let res = if leaf.is_closed() || leaf.is_suspended() {
+                Err(SendError::Closed)
+            } else {
+                leaf.command(now(), &cmd)
+            };
+            if let Err(SendError::WouldBlock { .. }) = res {
+                held = Some(cmd);
+                break;
+            }
+            if let Err(e) = res {
+                debug!("dmsg: command refused: {:?}", e);
+            }
+            pending = cmd.outcome(res);
         }
         while pending.is_none() {
             match leaf.poll(now(), cfg) {
@@ -317,7 +316,7 @@ where
                 Polled::Idle => break,
             }
         }
-        if pending.is_none() && leaf.is_suspended() {
+        if L::SESSION && pending.is_none() && leaf.is_suspended() {
             // The transport is gone and the application knows: reconnect and resume.
             return false;
         }
@@ -370,7 +369,7 @@ where
                             debug!("dmsg: link closed: {:?}", reason);
                             Some(reason.is_clean())
                         }
-                        LeafEvent::Suspended { reason } => {
+                        LeafEvent::Suspended { reason } if L::SESSION => {
                             debug!("dmsg: transport lost, session suspended: {:?}", reason);
                             Some(false)
                         }

@@ -282,3 +282,32 @@ fn with_sessions_a_stream_survives_forced_connection_resets_without_loss_or_dupl
     assert!(a.status().unwrap().resumes >= 2);
     hub.shutdown();
 }
+
+/// Shutting a hub down closes its links cleanly: with sessions on, the leaf sees the peer
+/// close (LNK_CONN DELETE and the session's FIN), not a lost connection to resume; it then
+/// keeps dialling the hub that is gone.
+#[test]
+fn hub_shutdown_closes_session_links_cleanly_and_the_leaf_keeps_dialling() {
+    let (hub, _hub_ev, addr) = hub_with(true);
+    let (a, a_ev) = leaf_with("a", addr, true);
+    next_matching(&a_ev, "the hub's LNK_CONN", |e| {
+        matches!(e, NodeEvent::PeerConn { .. }).then_some(())
+    });
+    let t = Instant::now();
+    hub.shutdown();
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "the clean close took {:?}",
+        t.elapsed()
+    );
+    let reason = next_matching(&a_ev, "LinkDown", |e| match e {
+        NodeEvent::LinkSuspended { .. } => panic!("a clean close must not suspend the link"),
+        NodeEvent::LinkDown { reason, .. } => Some(reason),
+        _ => None,
+    });
+    assert_eq!(reason, dmsg_core::link::CloseReason::PeerClosed);
+    next_matching(&a_ev, "a retry", |e| {
+        matches!(e, NodeEvent::Retrying { .. }).then_some(())
+    });
+    drop(a);
+}

@@ -88,9 +88,19 @@ fn next_matching<T>(ev: &NodeEvents, what: &str, mut f: impl FnMut(NodeEvent) ->
 
 #[test]
 fn hub_with_ten_leaves_converges_and_every_leaf_reaches_every_other() {
-    let (hub, _hub_ev, addr) = hub();
+    ten_leaves(false);
+}
+
+#[test]
+fn with_sessions_a_hub_with_ten_leaves_converges_and_every_leaf_reaches_every_other() {
+    ten_leaves(true);
+}
+
+fn ten_leaves(sessions: bool) {
+    let (hub, _hub_ev, addr) = hub_with(sessions);
     let names: Vec<String> = (0..10).map(|i| format!("leaf-{i}")).collect();
-    let leaves: Vec<(NodeHandle, NodeEvents)> = names.iter().map(|n| leaf(n, addr)).collect();
+    let leaves: Vec<(NodeHandle, NodeEvents)> =
+        names.iter().map(|n| leaf_with(n, addr, sessions)).collect();
     let cluster = default_cluster();
     for (i, (h, _)) in leaves.iter().enumerate() {
         wait_until(&format!("{} to know every other leaf", names[i]), || {
@@ -310,4 +320,32 @@ fn hub_shutdown_closes_session_links_cleanly_and_the_leaf_keeps_dialling() {
         matches!(e, NodeEvent::Retrying { .. }).then_some(())
     });
     drop(a);
+}
+
+/// A leaf whose session waits for a hub that is gone: dropping it abandons the session and
+/// returns at once.
+#[test]
+fn dropping_a_leaf_whose_session_waits_to_resume_returns_promptly() {
+    let (hub, _hub_ev, addr) = hub_with(true);
+    let (a, a_ev) = leaf_with("a", addr, true);
+    next_matching(&a_ev, "the hub's LNK_CONN", |e| {
+        matches!(e, NodeEvent::PeerConn { .. }).then_some(())
+    });
+    let a_local = a.status().unwrap().links[0].local.unwrap();
+    let st = hub.status().unwrap();
+    let la = st.links.iter().find(|l| l.peer == a_local).unwrap().link;
+    hub.kill_link(la).unwrap();
+    hub.shutdown();
+    next_matching(&a_ev, "LinkSuspended", |e| {
+        matches!(e, NodeEvent::LinkSuspended { .. }).then_some(())
+    });
+    let t = Instant::now();
+    drop(a);
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "drop took {:?}",
+        t.elapsed()
+    );
+    let last = a_ev.into_iter().last();
+    assert_eq!(last, Some(NodeEvent::Stopped));
 }

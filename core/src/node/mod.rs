@@ -219,7 +219,7 @@ use crate::crc::{Crc32c, DefaultCrc};
 use crate::link::{
     Connection, Event, LinkConfig, NoSession, Outgoing, ReliableStats, SessionSlot, Side,
 };
-use crate::session::ControlFrame;
+use crate::session::{ControlFrame, SessionStats};
 use crate::span::{LinkId, SpanKey, SpanTable};
 use crate::time::Instant;
 use crate::wire::body::SpanRepr;
@@ -231,6 +231,34 @@ use relay::RelayTable;
 use route::RouteTable;
 use slot::{AppPending, LinkSlot};
 use types::tag;
+
+/// Refuses (with `WouldBlock`) a frame of the application that is not an answer when it
+/// would eat into the room a session link keeps for answers (see `pump::ANSWER_FRAMES`).
+fn room_for_open<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize, C, S>(
+    conn: &Connection<RX, AUX, TX, TXNS, C, S>,
+    msg: &Outgoing<'_>,
+) -> Result<(), NodeError>
+where
+    C: Crc32c + Clone,
+    S: SessionSlot<C>,
+{
+    let header = if msg.ext.is_empty() {
+        crate::wire::Cmd::new(msg.command, Flags::empty()).header_len()
+    } else {
+        64 + crate::wire::align64(msg.ext.len())
+    };
+    let needed = header + crate::wire::align64(msg.aux.len());
+    let available = pump::open_room(conn);
+    // A frame too large to ever leave the room may use it (else it would wait forever).
+    let fits_ever = needed + pump::ANSWER_ROOM as usize <= conn.max_app_frame();
+    if available < needed && fits_ever {
+        return Err(NodeError::Link(crate::link::SendError::WouldBlock {
+            needed,
+            available,
+        }));
+    }
+    Ok(())
+}
 
 /// A leaf on a small MCU whose one link runs the reliable session: the link is a
 /// [`ReliableMcuConnection`](crate::link::ReliableMcuConnection) (1 KiB aux, 2 KiB output
@@ -483,9 +511,14 @@ impl<
                 return input.len();
             };
             let room = slot.conn.send_capacity();
-            let n = slot
-                .conn
-                .handle_input(now, input.get(used..).unwrap_or(&[]));
+            let rest = input.get(used..).unwrap_or(&[]);
+            let mut n = slot.conn.handle_input(now, rest);
+            if n == 0 && slot.stalled {
+                // The link's next frame waits for room elsewhere, which may wait for acks
+                // in this very stream (two reliable links each waiting to forward into the
+                // other): a session reads on, refusing frames but taking acks.
+                n = slot.conn.handle_input_stalled(now, rest);
+            }
             slot.active = true;
             if slot.conn.send_capacity() > room {
                 // A session's acks freed its retransmit window: what waited for room on
@@ -721,6 +754,12 @@ impl<
     /// while the session runs; a link whose peer did not offer it has zeros.
     pub fn reliable_stats(&self, link: LinkId) -> Option<ReliableStats> {
         self.slot(link).and_then(|s| s.conn.reliable_stats_any())
+    }
+
+    /// The counters of `link`'s session itself (frames sent, retransmitted, acked, busy
+    /// refusals, resumes...); `None` for an unknown link or a node without session storage.
+    pub fn session_stats(&self, link: LinkId) -> Option<SessionStats> {
+        self.slot(link).and_then(|s| s.conn.session_stats_any())
     }
 
     /// Advances every link's timers (keepalive, idle timeout, close timeout; with a reliable
@@ -1009,6 +1048,7 @@ impl<
             .conn
             .txn_handle(Side::Theirs, e.key.msgid)
             .ok_or(NodeError::Unreachable)?;
+        room_for_open(&slot.conn, msg)?;
         let txn = slot.conn.open(now, msg, flags, Some(circuit))?;
         slot.conn.set_txn_tag(txn, tag::APP_ROUTED);
         let ok = self.routes.insert(Route {
@@ -1052,6 +1092,7 @@ impl<
             }
         }
         let slot = self.slot_mut(link).ok_or(NodeError::UnknownLink(link))?;
+        room_for_open(&slot.conn, msg)?;
         let txn = slot.conn.open(now, msg, flags, parent.map(|p| p.txn))?;
         match parent {
             None => {
@@ -1145,6 +1186,7 @@ impl<
     ) -> Result<(), NodeError> {
         self.now = now;
         let slot = self.slot_mut(link).ok_or(NodeError::UnknownLink(link))?;
+        room_for_open(&slot.conn, msg)?;
         slot.conn.send_one_way(now, msg, reply, None)?;
         self.work = true;
         Ok(())
@@ -1168,6 +1210,7 @@ impl<
             .conn
             .txn_handle(Side::Theirs, e.key.msgid)
             .ok_or(NodeError::Unreachable)?;
+        room_for_open(&slot.conn, msg)?;
         slot.conn.send_one_way(now, msg, false, Some(circuit))?;
         self.work = true;
         Ok(())

@@ -162,6 +162,14 @@
 //!   only *suspend* the link: [`NodeEvent::LinkSuspended`]. Its spans, relays, routes and
 //!   open transactions stay; frames for it (the application's and relayed ones) queue in its
 //!   retransmit window, and when that is full the links that feed it wait (backpressure).
+//!   When the node suspended the link itself (idle timeout, a broken stream), close the
+//!   socket so the peer notices too.
+//! - **Window discipline**: a session's window frees only when the peer acknowledges, so a
+//!   link whose next frame waits for room elsewhere still reads acks (frames are refused and
+//!   sent again by the peer), and frames that need an answer (opens, relays, forwarded
+//!   frames, the application's opens) leave room for a few answers in the window: the
+//!   application may get `WouldBlock` a little earlier than on a plain link
+//!   (`spec/NODE.md` §12).
 //! - **Reconnect**: the connecting side dials again and calls
 //!   [`handle_reconnect`](Node::handle_reconnect); the accepting side classifies each new
 //!   stream and routes a RESUME to its link with [`find_session`](Node::find_session) (the
@@ -497,7 +505,9 @@ impl<
     /// Feeds bytes received on `link`; returns how many were used. Feed the rest again after
     /// draining [`poll_transmit`](Self::poll_transmit) and [`poll_event`](Self::poll_event)
     /// (see the drive contract). Bytes for an unknown (removed) link are discarded: the
-    /// return is `input.len()`.
+    /// return is `input.len()`. A link with a reliable session whose next frame waits for
+    /// room elsewhere reads on (taking the peer's acks, refusing its frames, which the peer
+    /// sends again) instead of leaving the input unread.
     #[must_use = "unused input must be fed again after draining transmit and events"]
     pub fn handle_input(&mut self, now: Instant, link: LinkId, input: &[u8]) -> usize {
         self.now = now;

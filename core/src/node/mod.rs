@@ -292,8 +292,8 @@ pub type ReliableMcuLeaf = Node<
 /// [`ReliableHostConnection`](crate::link::ReliableHostConnection) (64 KiB aux, 256
 /// transactions per table, a 64-frame window of four maximal frames), with room for 1,024
 /// spans, 2,048 relays and 512 routed transactions. 9,688,456 bytes (x86_64): `Box` it, and
-/// build it where the stack can hold it for a moment (a thread with a large stack, or a
-/// release build, which constructs it in place).
+/// call `Box::new(ReliableHostHub::new(..))` on a thread whose stack can hold it for a moment
+/// (`new` returns it by value; e.g. `std::thread::Builder::stack_size(32 << 20)`).
 pub type ReliableHostHub = Node<
     16,
     1024,

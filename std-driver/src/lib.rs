@@ -27,6 +27,7 @@
 //! - [`shell`]: the debug-shell client (DBG_SHELL as DragonFly's `hammer2 shell` sends it).
 //! - [`tree`]: the span tree text parsed and converted to Graphviz DOT.
 //! - [`logging`]: `log` + `env_logger` set up from `-v` counts.
+//! - [`interrupt`]: Ctrl-C / SIGTERM as a graceful stop for `hub` and `leaf`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -36,6 +37,7 @@ pub mod connector;
 pub mod decode_cmd;
 pub mod demo;
 pub mod hexin;
+pub mod interrupt;
 pub mod json;
 pub mod link;
 pub mod logging;

@@ -13,11 +13,15 @@ use dmsg_core::wire::{Label, Uuid};
 
 use crate::cli::{parse_duration, print_or_usage, Arg, ArgReader, Io, UsageError};
 use crate::exit;
+use crate::interrupt::Interrupt;
 use crate::net::Addr;
 use crate::node::drive::{HubNode, LeafNode, PlainHubNode, PlainLeafNode};
 use crate::node::{
     self, default_cluster, span_for, uuid_of, NodeEvent, NodeEvents, NodeHandle, NodeOptions,
 };
+
+/// How often the long-running subcommands look at the interrupt flag.
+const POLL: Duration = Duration::from_millis(100);
 
 /// The hub's label unless `--label` says otherwise.
 pub const HUB_LABEL: &str = "hub";
@@ -152,7 +156,8 @@ Options:
   -v, -vv              log links coming and going (-v) and more (-vv) to standard error
   -h, --help           show this help
 
-Runs until interrupted. `dmsg tree ADDR` and `dmsg shell ADDR` talk to it.
+Runs until interrupted (Ctrl-C or SIGTERM: links are closed cleanly; twice: at once).
+`dmsg tree ADDR` and `dmsg shell ADDR` talk to it.
 Exit: 2 usage, 3 cannot listen.
 ";
 
@@ -171,7 +176,7 @@ Options:
   -v, -vv              log the link's life (-v) and more (-vv) to standard error
   -h, --help           show this help
 
-Runs until interrupted; every transaction opened to this node is echoed back frame by frame.
+Runs until interrupted (Ctrl-C or SIGTERM closes the link cleanly); every transaction opened to this node is echoed back frame by frame.
 Exit: 2 usage.
 ";
 
@@ -230,6 +235,7 @@ pub fn hub_main(args: &[OsString], io: &mut Io<'_>) -> u8 {
         Ok(()) => {}
     }
     crate::logging::init(verbose);
+    let interrupt = Interrupt::install();
     let (hub, events) = match start_hub(listen, &label, uuid_of(&cluster), sessions) {
         Ok(x) => x,
         Err(e) => {
@@ -248,8 +254,18 @@ pub fn hub_main(args: &[OsString], io: &mut Io<'_>) -> u8 {
         st.map_or(0.0, |s| s.node_bytes as f64 / 1e6),
     );
     let _ = io.stdout.flush();
-    run_until_stopped(&hub, &events, stats, io, "hub");
+    run_until_stopped(&hub, &events, stats, io, "hub", &interrupt);
     exit::OK
+}
+
+/// Stops a runtime after an interrupt, saying so.
+fn stop_now(h: &NodeHandle, io: &mut Io<'_>, who: &str) {
+    let links = h.status().map(|s| s.links.len()).unwrap_or(0);
+    let _ = writeln!(
+        io.stderr,
+        "dmsg {who}: stopping: closing {links} link(s) cleanly (interrupt again to quit at once)"
+    );
+    h.shutdown();
 }
 
 /// Reads events until the runtime stops; prints a status line every `every` when something
@@ -260,14 +276,19 @@ fn run_until_stopped(
     every: Duration,
     io: &mut Io<'_>,
     who: &str,
+    interrupt: &Interrupt,
 ) {
     let mut last_line = String::new();
     let mut next = Instant::now() + every;
     loop {
+        if interrupt.raised() {
+            stop_now(h, io, who);
+            return;
+        }
         let wait = if every.is_zero() {
-            Duration::from_secs(3600)
+            POLL
         } else {
-            next.saturating_duration_since(Instant::now())
+            next.saturating_duration_since(Instant::now()).min(POLL)
         };
         match events.recv_timeout(wait) {
             Ok(NodeEvent::Stopped) | Err(RecvTimeoutError::Disconnected) => return,
@@ -362,6 +383,7 @@ pub fn leaf_main(args: &[OsString], io: &mut Io<'_>) -> u8 {
         return exit::USAGE;
     };
     crate::logging::init(verbose);
+    let interrupt = Interrupt::install();
     let (h, events) = match start_leaf(hub.clone(), &label, uuid_of(&cluster), sessions) {
         Ok(x) => x,
         Err(e) => {
@@ -374,7 +396,16 @@ pub fn leaf_main(args: &[OsString], io: &mut Io<'_>) -> u8 {
         "dmsg leaf '{label}': connecting to {hub}; Ctrl-C stops it"
     );
     let _ = io.stdout.flush();
-    while let Some(ev) = events.recv() {
+    loop {
+        if interrupt.raised() {
+            stop_now(&h, io, "leaf");
+            return exit::OK;
+        }
+        let ev = match events.recv_timeout(POLL) {
+            Ok(ev) => ev,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         match ev {
             NodeEvent::PeerConn { conn, .. } => {
                 let _ = writeln!(

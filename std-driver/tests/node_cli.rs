@@ -149,3 +149,80 @@ fn usage_errors_say_what_to_do() {
         "{err}"
     );
 }
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} failed");
+}
+
+/// Waits (bounded) for a child to exit; its status.
+fn exit_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(
+            Instant::now() < end,
+            "the process did not exit within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn ctrl_c_stops_hub_and_leaf_closing_their_links_cleanly() {
+    let mut hub = Kill(
+        dmsg()
+            .args(["hub", "--listen", "127.0.0.1:0", "--stats", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(hub.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap()
+        .to_string();
+    let mut leaf = Kill(
+        dmsg()
+            .args(["leaf", "--connect", &addr, "--label", "west"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = BufReader::new(leaf.0.stdout.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("linked to") {
+        seen.clear();
+        assert!(
+            out.read_line(&mut seen).unwrap() > 0,
+            "the leaf never linked"
+        );
+    }
+    signal(&hub.0, "-INT");
+    assert!(exit_within(&mut hub.0, Duration::from_secs(5)).success());
+    let mut hub_err = String::new();
+    std::io::Read::read_to_string(&mut hub.0.stderr.take().unwrap(), &mut hub_err).unwrap();
+    assert!(hub_err.contains("closing 1 link(s) cleanly"), "{hub_err}");
+    // The leaf saw a clean close (not a lost connection), then is stopped the same way.
+    let mut err = BufReader::new(leaf.0.stderr.take().unwrap());
+    let mut l = String::new();
+    while !l.contains("lost") {
+        l.clear();
+        assert!(err.read_line(&mut l).unwrap() > 0, "the leaf said nothing");
+    }
+    assert!(l.contains("the peer closed the link cleanly"), "{l}");
+    signal(&leaf.0, "-TERM");
+    assert!(exit_within(&mut leaf.0, Duration::from_secs(5)).success());
+}

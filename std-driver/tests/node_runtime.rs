@@ -88,9 +88,19 @@ fn next_matching<T>(ev: &NodeEvents, what: &str, mut f: impl FnMut(NodeEvent) ->
 
 #[test]
 fn hub_with_ten_leaves_converges_and_every_leaf_reaches_every_other() {
-    let (hub, _hub_ev, addr) = hub();
+    ten_leaves(false);
+}
+
+#[test]
+fn with_sessions_a_hub_with_ten_leaves_converges_and_every_leaf_reaches_every_other() {
+    ten_leaves(true);
+}
+
+fn ten_leaves(sessions: bool) {
+    let (hub, _hub_ev, addr) = hub_with(sessions);
     let names: Vec<String> = (0..10).map(|i| format!("leaf-{i}")).collect();
-    let leaves: Vec<(NodeHandle, NodeEvents)> = names.iter().map(|n| leaf(n, addr)).collect();
+    let leaves: Vec<(NodeHandle, NodeEvents)> =
+        names.iter().map(|n| leaf_with(n, addr, sessions)).collect();
     let cluster = default_cluster();
     for (i, (h, _)) in leaves.iter().enumerate() {
         wait_until(&format!("{} to know every other leaf", names[i]), || {
@@ -281,4 +291,92 @@ fn with_sessions_a_stream_survives_forced_connection_resets_without_loss_or_dupl
     );
     assert!(a.status().unwrap().resumes >= 2);
     hub.shutdown();
+}
+
+/// Shutting a hub down closes its links cleanly: with sessions on, the leaf sees the peer
+/// close (LNK_CONN DELETE and the session's FIN), not a lost connection to resume; it then
+/// keeps dialling the hub that is gone.
+#[test]
+fn hub_shutdown_closes_session_links_cleanly_and_the_leaf_keeps_dialling() {
+    let (hub, _hub_ev, addr) = hub_with(true);
+    let (a, a_ev) = leaf_with("a", addr, true);
+    next_matching(&a_ev, "the hub's LNK_CONN", |e| {
+        matches!(e, NodeEvent::PeerConn { .. }).then_some(())
+    });
+    let t = Instant::now();
+    hub.shutdown();
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "the clean close took {:?}",
+        t.elapsed()
+    );
+    let reason = next_matching(&a_ev, "LinkDown", |e| match e {
+        NodeEvent::LinkSuspended { .. } => panic!("a clean close must not suspend the link"),
+        NodeEvent::LinkDown { reason, .. } => Some(reason),
+        _ => None,
+    });
+    assert_eq!(reason, dmsg_core::link::CloseReason::PeerClosed);
+    next_matching(&a_ev, "a retry", |e| {
+        matches!(e, NodeEvent::Retrying { .. }).then_some(())
+    });
+    drop(a);
+}
+
+/// A leaf whose session waits for a hub that is gone: dropping it abandons the session and
+/// returns at once.
+#[test]
+fn dropping_a_leaf_whose_session_waits_to_resume_returns_promptly() {
+    let (hub, _hub_ev, addr) = hub_with(true);
+    let (a, a_ev) = leaf_with("a", addr, true);
+    next_matching(&a_ev, "the hub's LNK_CONN", |e| {
+        matches!(e, NodeEvent::PeerConn { .. }).then_some(())
+    });
+    let a_local = a.status().unwrap().links[0].local.unwrap();
+    let st = hub.status().unwrap();
+    let la = st.links.iter().find(|l| l.peer == a_local).unwrap().link;
+    hub.kill_link(la).unwrap();
+    hub.shutdown();
+    next_matching(&a_ev, "LinkSuspended", |e| {
+        matches!(e, NodeEvent::LinkSuspended { .. }).then_some(())
+    });
+    let t = Instant::now();
+    drop(a);
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "drop took {:?}",
+        t.elapsed()
+    );
+    let last = a_ev.into_iter().last();
+    assert_eq!(last, Some(NodeEvent::Stopped));
+}
+
+/// A peer that sends garbage loses its connection (with or without sessions: not a DMSG
+/// frame, or a decode error on the link); the hub goes on serving others.
+#[test]
+fn garbage_from_a_peer_ends_only_that_connection() {
+    use std::io::{Read, Write};
+    for sessions in [false, true] {
+        let (hub, _hub_ev, addr) = hub_with(sessions);
+        let mut raw = std::net::TcpStream::connect(addr).unwrap();
+        raw.set_read_timeout(Some(DEADLINE)).unwrap();
+        raw.write_all(&[0xAB; 256]).unwrap();
+        // The hub closes it: reads end (EOF or reset) after at most its LNK_CONN.
+        let mut sink = Vec::new();
+        let r = raw.read_to_end(&mut sink);
+        assert!(
+            r.is_ok()
+                || r.as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "sessions {sessions}: {r:?}"
+        );
+        wait_until("the hub to drop the garbage link", || {
+            hub.status().unwrap().links.is_empty()
+        });
+        let (a, a_ev) = leaf_with("a", addr, sessions);
+        next_matching(&a_ev, "a good link after the bad one", |e| {
+            matches!(e, NodeEvent::PeerConn { .. }).then_some(())
+        });
+        drop(a);
+        hub.shutdown();
+    }
 }

@@ -800,3 +800,104 @@ fn node_aliases_have_their_documented_sizes() {
     assert!(leaf < 24 * 1024);
     assert!(hub < 10_000_000);
 }
+
+/// A hub that restarted knows no session: it answers the leaf's RESUME with a stateless
+/// RESET, the leaf's link goes down at once (`PeerReset`, not after the grace period) with
+/// its transactions closed LOSTLINK, and the leaf starts over with a new link.
+#[test]
+fn a_restarted_hub_resets_the_resume() {
+    for_seeds(0..2, |seed| {
+        let mut net = Net::<Rel>::new(seed, true, Duration::from_secs(10));
+        net.converge();
+        let p = net.pipe_of(FLAKY);
+        net.to_issue = [0, 20, 0];
+        for _ in 0..10_000 {
+            net.tick();
+            if net.open[FLAKY].len() >= 3 {
+                break;
+            }
+        }
+        net.to_issue = [0, 0, 0];
+        let open_at_leaf = net.open[FLAKY].len();
+        assert!(open_at_leaf >= 3);
+        net.cut(FLAKY);
+        let now = net.now;
+        let leaf_link = net.pipes[p].leaf_link;
+        net.nodes[FLAKY].handle_close(now, leaf_link);
+        // The hub restarts: a fresh node with no links and no sessions.
+        *net.nodes[HUB] = N::<Rel>::new(Default::default());
+        net.nodes[FLAKY].handle_reconnect(now, leaf_link).unwrap();
+        let mut buf = [0u8; 1500];
+        let t = net.nodes[FLAKY]
+            .poll_transmit(now, Some(leaf_link), &mut buf)
+            .unwrap();
+        let crc = DefaultCrc::default();
+        let start = classify_stream(&crc, &buf[..t.len]);
+        let StreamStart::Resume(frame) = start else {
+            panic!("a RESUME first, not {start:?}");
+        };
+        assert_eq!(net.nodes[HUB].find_session(frame.receiver_id), None);
+        assert_eq!(net.nodes[HUB].find_resume(&frame), None);
+        let mut reset = [0u8; 64];
+        assert_eq!(start.stateless_reset(&crc, &mut reset), Some(64));
+        assert_eq!(net.nodes[FLAKY].handle_input(now, leaf_link, &reset), 64);
+        net.events();
+        let reset_death = CloseReason::SessionDied(DeathReason::PeerReset);
+        assert_eq!(net.link_down, vec![(FLAKY, leaf_link, reset_death)]);
+        assert!(net.open[FLAKY].is_empty(), "{:?}", net.open[FLAKY]);
+        let lost = net
+            .reqs
+            .values()
+            .filter(|r| r.client_closed == Some(err::LOSTLINK))
+            .count();
+        assert!(lost >= 1);
+        assert!(net.unreachable.contains(&(FLAKY, addr(STEADY))));
+        // Starting over: a new link with a fresh identity.
+        let cfg = net.link_config();
+        assert!(net.nodes[FLAKY].add_link(now, &cfg).is_ok());
+    });
+}
+
+/// `remove_link` ends a suspended session at once (no grace period); a session identity
+/// can be used by one link only.
+#[test]
+fn remove_link_abandons_a_session_and_identities_are_unique() {
+    let mut net = Net::<Rel>::new(7, true, Duration::from_secs(10));
+    net.converge();
+    let p = net.pipe_of(FLAKY);
+    let (hub_link, leaf_link) = (net.pipes[p].hub_link, net.pipes[p].leaf_link);
+    net.cut(FLAKY);
+    let now = net.now;
+    net.nodes[HUB].handle_close(now, hub_link);
+    net.events();
+    assert!(net.nodes[HUB].is_suspended(hub_link));
+    assert_eq!(net.suspended[HUB], 1);
+    net.nodes[HUB].remove_link(now, hub_link).unwrap();
+    net.events();
+    let aborted = CloseReason::SessionDied(DeathReason::Aborted);
+    assert_eq!(net.link_down, vec![(HUB, hub_link, aborted)]);
+    // The withdrawal reaches the steady leaf over its own link.
+    for _ in 0..100 {
+        net.tick();
+    }
+    assert!(net.unreachable.contains(&(STEADY, addr(FLAKY))));
+    // The leaf's identity is taken by its (suspended) link.
+    let id = net.nodes[FLAKY]
+        .link(leaf_link)
+        .and_then(|c| c.session_id())
+        .unwrap();
+    let dup = LinkConfig {
+        session: Some(SessionOffer::new(id)),
+        ..LinkConfig::default()
+    };
+    assert_eq!(
+        net.nodes[FLAKY].add_link(now, &dup),
+        Err(NodeError::SessionIdInUse(id))
+    );
+    // A plain node refuses a session offer.
+    let mut plain = N::<NoSession>::new(Default::default());
+    assert!(matches!(
+        plain.add_link(now, &dup),
+        Err(NodeError::Config(_))
+    ));
+}

@@ -162,6 +162,14 @@
 //!   only *suspend* the link: [`NodeEvent::LinkSuspended`]. Its spans, relays, routes and
 //!   open transactions stay; frames for it (the application's and relayed ones) queue in its
 //!   retransmit window, and when that is full the links that feed it wait (backpressure).
+//!   When the node suspended the link itself (idle timeout, a broken stream), close the
+//!   socket so the peer notices too.
+//! - **Window discipline**: a session's window frees only when the peer acknowledges, so a
+//!   link whose next frame waits for room elsewhere still reads acks (frames are refused and
+//!   sent again by the peer), and frames that need an answer (opens, relays, forwarded
+//!   frames, the application's opens) leave room for a few answers in the window: the
+//!   application may get `WouldBlock` a little earlier than on a plain link
+//!   (`spec/NODE.md` §12).
 //! - **Reconnect**: the connecting side dials again and calls
 //!   [`handle_reconnect`](Node::handle_reconnect); the accepting side classifies each new
 //!   stream and routes a RESUME to its link with [`find_session`](Node::find_session) (the
@@ -219,7 +227,7 @@ use crate::crc::{Crc32c, DefaultCrc};
 use crate::link::{
     Connection, Event, LinkConfig, NoSession, Outgoing, ReliableStats, SessionSlot, Side,
 };
-use crate::session::ControlFrame;
+use crate::session::{ControlFrame, SessionStats};
 use crate::span::{LinkId, SpanKey, SpanTable};
 use crate::time::Instant;
 use crate::wire::body::SpanRepr;
@@ -231,6 +239,34 @@ use relay::RelayTable;
 use route::RouteTable;
 use slot::{AppPending, LinkSlot};
 use types::tag;
+
+/// Refuses (with `WouldBlock`) a frame of the application that is not an answer when it
+/// would eat into the room a session link keeps for answers (see `pump::ANSWER_FRAMES`).
+fn room_for_open<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize, C, S>(
+    conn: &Connection<RX, AUX, TX, TXNS, C, S>,
+    msg: &Outgoing<'_>,
+) -> Result<(), NodeError>
+where
+    C: Crc32c + Clone,
+    S: SessionSlot<C>,
+{
+    let header = if msg.ext.is_empty() {
+        crate::wire::Cmd::new(msg.command, Flags::empty()).header_len()
+    } else {
+        64 + crate::wire::align64(msg.ext.len())
+    };
+    let needed = header + crate::wire::align64(msg.aux.len());
+    let available = pump::open_room(conn);
+    // A frame too large to ever leave the room may use it (else it would wait forever).
+    let fits_ever = needed + pump::ANSWER_ROOM as usize <= conn.max_app_frame();
+    if available < needed && fits_ever {
+        return Err(NodeError::Link(crate::link::SendError::WouldBlock {
+            needed,
+            available,
+        }));
+    }
+    Ok(())
+}
 
 /// A leaf on a small MCU whose one link runs the reliable session: the link is a
 /// [`ReliableMcuConnection`](crate::link::ReliableMcuConnection) (1 KiB aux, 2 KiB output
@@ -256,8 +292,8 @@ pub type ReliableMcuLeaf = Node<
 /// [`ReliableHostConnection`](crate::link::ReliableHostConnection) (64 KiB aux, 256
 /// transactions per table, a 64-frame window of four maximal frames), with room for 1,024
 /// spans, 2,048 relays and 512 routed transactions. 9,688,456 bytes (x86_64): `Box` it, and
-/// build it where the stack can hold it for a moment (a thread with a large stack, or a
-/// release build, which constructs it in place).
+/// call `Box::new(ReliableHostHub::new(..))` on a thread whose stack can hold it for a moment
+/// (`new` returns it by value; e.g. `std::thread::Builder::stack_size(32 << 20)`).
 pub type ReliableHostHub = Node<
     16,
     1024,
@@ -470,7 +506,9 @@ impl<
     /// Feeds bytes received on `link`; returns how many were used. Feed the rest again after
     /// draining [`poll_transmit`](Self::poll_transmit) and [`poll_event`](Self::poll_event)
     /// (see the drive contract). Bytes for an unknown (removed) link are discarded: the
-    /// return is `input.len()`.
+    /// return is `input.len()`. A link with a reliable session whose next frame waits for
+    /// room elsewhere reads on (taking the peer's acks, refusing its frames, which the peer
+    /// sends again) instead of leaving the input unread.
     #[must_use = "unused input must be fed again after draining transmit and events"]
     pub fn handle_input(&mut self, now: Instant, link: LinkId, input: &[u8]) -> usize {
         self.now = now;
@@ -484,9 +522,14 @@ impl<
                 return input.len();
             };
             let room = slot.conn.send_capacity();
-            let n = slot
-                .conn
-                .handle_input(now, input.get(used..).unwrap_or(&[]));
+            let rest = input.get(used..).unwrap_or(&[]);
+            let mut n = slot.conn.handle_input(now, rest);
+            if n == 0 && slot.stalled {
+                // The link's next frame waits for room elsewhere, which may wait for acks
+                // in this very stream (two reliable links each waiting to forward into the
+                // other): a session reads on, refusing frames but taking acks.
+                n = slot.conn.handle_input_stalled(now, rest);
+            }
             slot.active = true;
             if slot.conn.send_capacity() > room {
                 // A session's acks freed its retransmit window: what waited for room on
@@ -722,6 +765,12 @@ impl<
     /// while the session runs; a link whose peer did not offer it has zeros.
     pub fn reliable_stats(&self, link: LinkId) -> Option<ReliableStats> {
         self.slot(link).and_then(|s| s.conn.reliable_stats_any())
+    }
+
+    /// The counters of `link`'s session itself (frames sent, retransmitted, acked, busy
+    /// refusals, resumes...); `None` for an unknown link or a node without session storage.
+    pub fn session_stats(&self, link: LinkId) -> Option<SessionStats> {
+        self.slot(link).and_then(|s| s.conn.session_stats_any())
     }
 
     /// Advances every link's timers (keepalive, idle timeout, close timeout; with a reliable
@@ -1028,6 +1077,7 @@ impl<
             .conn
             .txn_handle(Side::Theirs, e.key.msgid)
             .ok_or(NodeError::Unreachable)?;
+        room_for_open(&slot.conn, msg)?;
         let txn = slot.conn.open(now, msg, flags, Some(circuit))?;
         slot.conn.set_txn_tag(txn, tag::APP_ROUTED);
         let ok = self.routes.insert(Route {
@@ -1071,6 +1121,7 @@ impl<
             }
         }
         let slot = self.slot_mut(link).ok_or(NodeError::UnknownLink(link))?;
+        room_for_open(&slot.conn, msg)?;
         let txn = slot.conn.open(now, msg, flags, parent.map(|p| p.txn))?;
         match parent {
             None => {
@@ -1164,6 +1215,7 @@ impl<
     ) -> Result<(), NodeError> {
         self.now = now;
         let slot = self.slot_mut(link).ok_or(NodeError::UnknownLink(link))?;
+        room_for_open(&slot.conn, msg)?;
         slot.conn.send_one_way(now, msg, reply, None)?;
         self.work = true;
         Ok(())
@@ -1187,6 +1239,7 @@ impl<
             .conn
             .txn_handle(Side::Theirs, e.key.msgid)
             .ok_or(NodeError::Unreachable)?;
+        room_for_open(&slot.conn, msg)?;
         slot.conn.send_one_way(now, msg, false, Some(circuit))?;
         self.work = true;
         Ok(())

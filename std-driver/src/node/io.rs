@@ -494,6 +494,12 @@ impl<N: DriveNode> Runtime<N> {
             self.drop_sock(i);
         }
         self.suspended.insert(link, dial);
+        if self.stopping.is_some() {
+            // Shutting down: nothing will resume it.
+            let now = self.clock.now();
+            let _ = self.node.remove_link(now, link);
+            return true;
+        }
         if let Some(d) = dial {
             if let Some(up) = self.dials[d].up_at.take() {
                 if up.elapsed() >= self.dials[d].connector.backoff().reset_after {

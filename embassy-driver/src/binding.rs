@@ -10,8 +10,8 @@
 use dmsg_core::crc::{Crc32c, SoftCrc32c1};
 use dmsg_core::errcode::txn as errcode;
 use dmsg_core::link::{
-    self, Connection, Event, LinkConfig, LinkStats, Outgoing, Received, SendError, Side, TxnEnd,
-    TxnId, TxnState,
+    self, Connection, Event, LinkConfig, LinkStats, Outgoing, Received, Reliable, SendError,
+    SessionOffer, Side, TxnEnd, TxnId, TxnState,
 };
 use dmsg_core::time::Instant;
 use dmsg_core::wire::body::{ConnRepr, SpanRepr};
@@ -29,6 +29,14 @@ pub type LeafConnection = Connection<{ 8 * 64 + 1024 }, 1024, 1024, 8, SoftCrc32
 /// The drive API of one dmsg-core link, as the runner uses it. See the drive contract in
 /// [`dmsg_core::link`]; every method forwards to the [`Connection`] method of that name.
 pub trait CoreLink: Sized {
+    /// Where the leaf keeps echo requests whose answer found no room, to retry them: a
+    /// [`heapless::Deque`] for a link with the reliable session (its retransmit window frees
+    /// only as the hub acknowledges), [`NoDeferral`] (zero bytes) for a plain link, whose
+    /// output queue always has room once the runner emptied it.
+    type Deferred<const A: usize>: DeferQueue<A>;
+    /// True for a link with session storage: the session paths of the leaf and the runner
+    /// are compiled only then (a plain leaf's firmware does not carry them).
+    const SESSION: bool = false;
     /// A connection on a freshly connected transport (its LNK_CONN is queued).
     fn connect(now: Instant, config: &LinkConfig) -> Result<Self, link::ConfigError>;
     /// Feeds received bytes; returns how many were used.
@@ -79,6 +87,102 @@ pub trait CoreLink: Sized {
         reply: bool,
         circuit: Option<TxnId>,
     ) -> Result<(), SendError>;
+    /// True while the link's reliable session waits for a new transport (the last one was
+    /// lost): reconnect and call [`reconnect`](Self::reconnect) rather than starting a new
+    /// link. Always false for a link without session storage.
+    fn is_suspended(&self) -> bool {
+        false
+    }
+    /// Resumes a suspended session on a freshly connected transport (queues the RESUME);
+    /// false when there is nothing to resume (no session, or it died): start a new link.
+    fn reconnect(&mut self, _now: Instant) -> bool {
+        false
+    }
+}
+
+/// The forwarding methods both [`CoreLink`] impls share (every one calls the [`Connection`]
+/// method of the same name).
+macro_rules! forward_core_link {
+    () => {
+        #[inline(never)]
+        fn handle_input(&mut self, now: Instant, input: &[u8]) -> usize {
+            Connection::handle_input(self, now, input)
+        }
+        #[inline(never)]
+        fn handle_timeout(&mut self, now: Instant) {
+            Connection::handle_timeout(self, now)
+        }
+        #[inline(never)]
+        fn handle_close(&mut self) {
+            Connection::handle_close(self)
+        }
+        #[inline(never)]
+        fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> usize {
+            Connection::poll_transmit(self, now, out)
+        }
+        #[inline(never)]
+        fn pending_transmit(&self) -> usize {
+            Connection::pending_transmit(self)
+        }
+        #[inline(never)]
+        fn poll_event(&mut self) -> Option<Event<'_>> {
+            Connection::poll_event(self)
+        }
+        #[inline(never)]
+        fn poll_timeout(&self) -> Option<Instant> {
+            Connection::poll_timeout(self)
+        }
+        #[inline(never)]
+        fn is_closed(&self) -> bool {
+            Connection::is_closed(self)
+        }
+        #[inline(never)]
+        fn txn_state(&self, txn: TxnId) -> Option<TxnState> {
+            Connection::txn_state(self, txn)
+        }
+        #[inline(never)]
+        fn stats(&self) -> &LinkStats {
+            Connection::stats(self)
+        }
+        #[inline(never)]
+        fn open(
+            &mut self,
+            now: Instant,
+            msg: &Outgoing<'_>,
+            flags: Flags,
+            circuit: Option<TxnId>,
+        ) -> Result<TxnId, SendError> {
+            Connection::open(self, now, msg, flags, circuit)
+        }
+        #[inline(never)]
+        fn send(
+            &mut self,
+            now: Instant,
+            txn: TxnId,
+            msg: &Outgoing<'_>,
+            flags: Flags,
+        ) -> Result<(), SendError> {
+            Connection::send(self, now, txn, msg, flags)
+        }
+        #[inline(never)]
+        fn reply(&mut self, now: Instant, txn: TxnId, error: u32) -> Result<(), SendError> {
+            Connection::reply(self, now, txn, error)
+        }
+        #[inline(never)]
+        fn abort(&mut self, now: Instant, txn: TxnId) -> Result<(), SendError> {
+            Connection::abort(self, now, txn)
+        }
+        #[inline(never)]
+        fn send_one_way(
+            &mut self,
+            now: Instant,
+            msg: &Outgoing<'_>,
+            reply: bool,
+            circuit: Option<TxnId>,
+        ) -> Result<(), SendError> {
+            Connection::send_one_way(self, now, msg, reply, circuit)
+        }
+    };
 }
 
 impl<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize, C> CoreLink
@@ -86,88 +190,61 @@ impl<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize, C> C
 where
     C: Crc32c + Clone + Default,
 {
+    type Deferred<const A: usize> = NoDeferral;
     #[inline(never)]
     fn connect(now: Instant, config: &LinkConfig) -> Result<Self, link::ConfigError> {
         Connection::new(now, config, C::default())
     }
+    forward_core_link!();
+}
+
+/// A link with the reliable session ([`ReliableConnection`](dmsg_core::link::ReliableConnection),
+/// e.g. `dmsg_core::link::ReliableMcuConnection`): it offers the session in its LNK_CONN (with
+/// an identity derived from the salt seed, which the runner varies per connection), and a
+/// lost transport suspends it instead of ending it; the runner then reconnects and resumes.
+/// Against a peer that does not offer the session it is a plain link.
+impl<
+        const RX: usize,
+        const AUX: usize,
+        const TX: usize,
+        const TXNS: usize,
+        C,
+        const WF: usize,
+        const WB: usize,
+        const RF: usize,
+        const RB: usize,
+    > CoreLink for Connection<RX, AUX, TX, TXNS, C, Reliable<C, WF, WB, RF, RB>>
+where
+    C: Crc32c + Clone + Default,
+{
+    type Deferred<const A: usize> = heapless::Deque<(TxnId, Msg<A>), DEFERRED_ECHOES>;
+    const SESSION: bool = true;
     #[inline(never)]
-    fn handle_input(&mut self, now: Instant, input: &[u8]) -> usize {
-        Connection::handle_input(self, now, input)
+    fn connect(now: Instant, config: &LinkConfig) -> Result<Self, link::ConfigError> {
+        let mut config = *config;
+        if config.session.is_none() {
+            config.session = Some(SessionOffer::new(session_id(config.salt_seed)));
+        }
+        Connection::new(now, &config, C::default())
     }
     #[inline(never)]
-    fn handle_timeout(&mut self, now: Instant) {
-        Connection::handle_timeout(self, now)
+    fn is_suspended(&self) -> bool {
+        Connection::is_suspended(self)
     }
     #[inline(never)]
-    fn handle_close(&mut self) {
-        Connection::handle_close(self)
+    fn reconnect(&mut self, now: Instant) -> bool {
+        self.is_suspended() && self.handle_reconnect(now).is_ok()
     }
-    #[inline(never)]
-    fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> usize {
-        Connection::poll_transmit(self, now, out)
-    }
-    #[inline(never)]
-    fn pending_transmit(&self) -> usize {
-        Connection::pending_transmit(self)
-    }
-    #[inline(never)]
-    fn poll_event(&mut self) -> Option<Event<'_>> {
-        Connection::poll_event(self)
-    }
-    #[inline(never)]
-    fn poll_timeout(&self) -> Option<Instant> {
-        Connection::poll_timeout(self)
-    }
-    #[inline(never)]
-    fn is_closed(&self) -> bool {
-        Connection::is_closed(self)
-    }
-    #[inline(never)]
-    fn txn_state(&self, txn: TxnId) -> Option<TxnState> {
-        Connection::txn_state(self, txn)
-    }
-    #[inline(never)]
-    fn stats(&self) -> &LinkStats {
-        Connection::stats(self)
-    }
-    #[inline(never)]
-    fn open(
-        &mut self,
-        now: Instant,
-        msg: &Outgoing<'_>,
-        flags: Flags,
-        circuit: Option<TxnId>,
-    ) -> Result<TxnId, SendError> {
-        Connection::open(self, now, msg, flags, circuit)
-    }
-    #[inline(never)]
-    fn send(
-        &mut self,
-        now: Instant,
-        txn: TxnId,
-        msg: &Outgoing<'_>,
-        flags: Flags,
-    ) -> Result<(), SendError> {
-        Connection::send(self, now, txn, msg, flags)
-    }
-    #[inline(never)]
-    fn reply(&mut self, now: Instant, txn: TxnId, error: u32) -> Result<(), SendError> {
-        Connection::reply(self, now, txn, error)
-    }
-    #[inline(never)]
-    fn abort(&mut self, now: Instant, txn: TxnId) -> Result<(), SendError> {
-        Connection::abort(self, now, txn)
-    }
-    #[inline(never)]
-    fn send_one_way(
-        &mut self,
-        now: Instant,
-        msg: &Outgoing<'_>,
-        reply: bool,
-        circuit: Option<TxnId>,
-    ) -> Result<(), SendError> {
-        Connection::send_one_way(self, now, msg, reply, circuit)
-    }
+    forward_core_link!();
+}
+
+/// A non-zero session identity from a 32-bit seed (splitmix64's finaliser, so nearby seeds
+/// give unrelated identities).
+fn session_id(seed: u32) -> u64 {
+    let mut z = u64::from(seed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) | 1
 }
 
 /// A configuration the leaf cannot run with.
@@ -182,6 +259,74 @@ pub enum ConfigError {
 
 /// Echo transactions answered but not finished yet, whose further events are swallowed.
 const ECHO_SLOTS: usize = 4;
+
+/// Echo requests a link with the reliable session keeps for a retry (see
+/// [`CoreLink::Deferred`]).
+pub const DEFERRED_ECHOES: usize = 2;
+
+/// A bounded FIFO of echo requests waiting for room (see [`CoreLink::Deferred`]).
+pub trait DeferQueue<const A: usize>: Clone + core::fmt::Debug {
+    /// Empty.
+    fn new() -> Self;
+    /// The oldest entry.
+    fn front(&self) -> Option<&(TxnId, Msg<A>)>;
+    /// Removes the oldest entry.
+    fn pop_front(&mut self);
+    /// Adds an entry; gives it back when full.
+    fn push_back(&mut self, item: (TxnId, Msg<A>)) -> Result<(), (TxnId, Msg<A>)>;
+    /// True if `txn` waits here.
+    fn contains(&self, txn: TxnId) -> bool;
+    /// Forgets `txn`.
+    fn remove(&mut self, txn: TxnId);
+    /// Forgets everything.
+    fn clear(&mut self);
+}
+
+/// No room for deferred echoes (a plain link): every push fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NoDeferral;
+
+impl<const A: usize> DeferQueue<A> for NoDeferral {
+    fn new() -> Self {
+        NoDeferral
+    }
+    fn front(&self) -> Option<&(TxnId, Msg<A>)> {
+        None
+    }
+    fn pop_front(&mut self) {}
+    fn push_back(&mut self, item: (TxnId, Msg<A>)) -> Result<(), (TxnId, Msg<A>)> {
+        Err(item)
+    }
+    fn contains(&self, _: TxnId) -> bool {
+        false
+    }
+    fn remove(&mut self, _: TxnId) {}
+    fn clear(&mut self) {}
+}
+
+impl<const A: usize, const N: usize> DeferQueue<A> for heapless::Deque<(TxnId, Msg<A>), N> {
+    fn new() -> Self {
+        heapless::Deque::new()
+    }
+    fn front(&self) -> Option<&(TxnId, Msg<A>)> {
+        heapless::Deque::front(self)
+    }
+    fn pop_front(&mut self) {
+        let _ = heapless::Deque::pop_front(self);
+    }
+    fn push_back(&mut self, item: (TxnId, Msg<A>)) -> Result<(), (TxnId, Msg<A>)> {
+        heapless::Deque::push_back(self, item)
+    }
+    fn contains(&self, txn: TxnId) -> bool {
+        self.iter().any(|(t, _)| *t == txn)
+    }
+    fn remove(&mut self, txn: TxnId) {
+        self.retain(|(t, _)| *t != txn);
+    }
+    fn clear(&mut self) {
+        heapless::Deque::clear(self)
+    }
+}
 
 /// A leaf's span, advertised once the hub's LNK_CONN arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,11 +358,12 @@ pub enum Polled<const A: usize> {
 /// - it answers [`LeafConfig::echo`] transactions and one-way messages;
 /// - when the hub closes its side of a LNK_SPAN it opened, the leaf closes its side.
 #[derive(Clone, Debug)]
-pub struct Leaf<L, const A: usize> {
+pub struct Leaf<L: CoreLink, const A: usize> {
     link: L,
     span: Option<TxnId>,
     notice: Option<Notice>,
     echoing: [Option<TxnId>; ECHO_SLOTS],
+    deferred: L::Deferred<A>,
 }
 
 impl<L: CoreLink, const A: usize> Leaf<L, A> {
@@ -276,6 +422,7 @@ impl<L: CoreLink, const A: usize> Leaf<L, A> {
             span: None,
             notice: None,
             echoing: [None; ECHO_SLOTS],
+            deferred: DeferQueue::new(),
         })
     }
 
@@ -322,6 +469,18 @@ impl<L: CoreLink, const A: usize> Leaf<L, A> {
     /// True once the link is closed.
     pub fn is_closed(&self) -> bool {
         self.link.is_closed()
+    }
+
+    /// True while the link's reliable session waits for a new transport (see
+    /// [`CoreLink::is_suspended`]): open transactions and our span live on.
+    pub fn is_suspended(&self) -> bool {
+        self.link.is_suspended()
+    }
+
+    /// Resumes the suspended session on a freshly connected transport; false when there is
+    /// nothing to resume (then drain [`poll`](Self::poll) and start a new leaf).
+    pub fn resume(&mut self, now: Instant) -> bool {
+        self.link.reconnect(now)
     }
 
     /// Carries out an application command. `Ok(Some(txn))` for a transaction opened.
@@ -380,6 +539,15 @@ impl<L: CoreLink, const A: usize> Leaf<L, A> {
                 Notice::SpanFailed(error) => LeafEvent::SpanFailed { error },
             });
         }
+        if let Some((txn, msg)) = self.deferred.front().cloned() {
+            match self.echo_txn(now, txn, &msg) {
+                Err(SendError::WouldBlock { .. }) => {} // still no room; take events meanwhile
+                _ => {
+                    self.deferred.pop_front();
+                    return Polled::Handled;
+                }
+            }
+        }
         let Some(ev) = self.link.poll_event() else {
             return Polled::Idle;
         };
@@ -406,14 +574,27 @@ impl<L: CoreLink, const A: usize> Leaf<L, A> {
             Event::LinkClosed { reason } => {
                 self.span = None;
                 self.echoing = [None; ECHO_SLOTS];
+                self.deferred.clear();
                 return Polled::Event(LeafEvent::Down(crate::types::Down::Link(reason)));
+            }
+            Event::Suspended { reason } if L::SESSION => {
+                return Polled::Event(LeafEvent::Suspended { reason })
+            }
+            Event::Resumed { outage, .. } if L::SESSION => {
+                return Polled::Event(LeafEvent::Resumed { outage })
             }
             _ => return Polled::Handled,
         };
         match kind {
             Kind::Opened(txn) => {
                 if cfg.echo == Some(msg.command) {
-                    self.echo_txn(now, txn, &msg);
+                    if let Err(SendError::WouldBlock { .. }) = self.echo_txn(now, txn, &msg) {
+                        // No room now: answer later. When even that queue is full, the
+                        // application gets the request (and sees its answer refused).
+                        if let Err((txn, msg)) = self.deferred.push_back((txn, msg)) {
+                            return Polled::Event(LeafEvent::Request { txn, msg });
+                        }
+                    }
                     return Polled::Handled;
                 }
                 self.close_peer_span(now, txn, &msg);
@@ -427,7 +608,7 @@ impl<L: CoreLink, const A: usize> Leaf<L, A> {
                     }
                     return Polled::Handled;
                 }
-                if self.echoing.contains(&Some(txn)) {
+                if self.echoing.contains(&Some(txn)) || self.is_deferred(txn) {
                     return Polled::Handled;
                 }
                 self.close_peer_span(now, txn, &msg);
@@ -468,7 +649,9 @@ impl<L: CoreLink, const A: usize> Leaf<L, A> {
     }
 
     /// Answers an echo transaction with its own aux data and DELETE.
-    fn echo_txn(&mut self, now: Instant, txn: TxnId, msg: &Msg<A>) {
+    /// `WouldBlock` (nothing sent) means: try again once the hub acknowledged some of our
+    /// frames; on any other error the transaction is aborted.
+    fn echo_txn(&mut self, now: Instant, txn: TxnId, msg: &Msg<A>) -> Result<(), SendError> {
         let res = if msg.is_truncated() {
             self.link.reply(now, txn, errcode::PARAM)
         } else {
@@ -481,11 +664,17 @@ impl<L: CoreLink, const A: usize> Leaf<L, A> {
                     *slot = Some(txn);
                 }
             }
+            Err(SendError::WouldBlock { .. }) => {}
             Err(e) => {
                 debug!("dmsg: echo not sent: {:?}", e);
                 let _ = self.link.abort(now, txn);
             }
         }
+        res
+    }
+
+    fn is_deferred(&self, txn: TxnId) -> bool {
+        self.deferred.contains(txn)
     }
 
     /// The hub closed a LNK_SPAN it opened: close our side too, as DragonFly does.
@@ -533,6 +722,11 @@ impl<L: CoreLink, const A: usize> Leaf<L, A> {
         }
         if let Some(slot) = self.echoing.iter_mut().find(|s| **s == Some(txn)) {
             *slot = None;
+            return Polled::Handled;
+        }
+        if self.is_deferred(txn) {
+            // The hub gave up on it (ABORT) before our answer found room.
+            self.deferred.remove(txn);
             return Polled::Handled;
         }
         Polled::Event(LeafEvent::Closed { txn, error, end })

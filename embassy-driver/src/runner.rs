@@ -13,7 +13,7 @@ use embassy_time::{with_timeout, Timer};
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::binding::{ConfigError, CoreLink, Leaf, LeafConnection, Polled};
-use crate::types::{Channels, Down, LeafConfig, LeafEvent};
+use crate::types::{Channels, Down, LeafCommand, LeafConfig, LeafEvent};
 
 /// The current time as the core counts it: microseconds of `embassy_time::Instant::now()`.
 pub fn now() -> Instant {
@@ -46,7 +46,10 @@ pub fn to_embassy_duration(d: Duration) -> embassy_time::Duration {
 /// - `A`, `NC`, `NE`: see [`Channels`];
 /// - `L`: the core link, by default [`LeafConnection`] (1 KiB aux in, 8 transactions per
 ///   side, 1 KiB output queue, the 1 KiB-table CRC); `dmsg_core::link::McuConnection` has a
-///   2 KiB output queue, for leaves that send 1 KiB of aux.
+///   2 KiB output queue, for leaves that send 1 KiB of aux;
+///   `dmsg_core::link::ReliableMcuConnection` runs the reliable session when the hub offers
+///   it too: a lost connection suspends the link, and the next one resumes it with nothing
+///   lost (while it is away, commands are refused and its timers wait).
 ///
 /// The runner holds the connection (about 6 KiB with `LeafConnection` on a 32-bit MCU): keep
 /// it in a `StaticCell` and give its task a `&'static mut Runner`, since an `async fn`
@@ -219,8 +222,9 @@ async fn flush<L: CoreLink, const A: usize>(
 /// the next input. Input is read only when no event is waiting for the application, so the
 /// bytes stay in the socket's buffer (and TCP's window closes) while the application is busy.
 ///
-/// Returns once the link closed and the application got [`LeafEvent::Down`]; true if the
-/// link closed cleanly.
+/// Returns once the link closed and the application got [`LeafEvent::Down`] (true if it
+/// closed cleanly), or its reliable session was suspended and the application got
+/// [`LeafEvent::Suspended`] (false; the next connection resumes it).
 async fn session<M, L, const A: usize, const NC: usize, const NE: usize>(
     socket: &mut TcpSocket<'_>,
     slot: &mut Option<Leaf<L, A>>,
@@ -233,24 +237,73 @@ where
     M: RawMutex,
     L: CoreLink,
 {
-    let leaf = match Leaf::new(now(), cfg, salt) {
-        Ok(leaf) => slot.insert(leaf),
-        Err(e) => {
-            error!("dmsg: cannot start a link");
-            debug!("dmsg: {:?}", e);
-            return false;
+    // A reliable session suspended on the last connection resumes on this one; one that
+    // cannot (it died meanwhile) first hands the application its transactions' ends and
+    // its `Down`.
+    let resumed = match slot.as_mut() {
+        Some(old) if L::SESSION && old.is_suspended() => {
+            if old.resume(now()) {
+                info!("dmsg: resuming the session");
+                true
+            } else {
+                loop {
+                    match old.poll(now(), cfg) {
+                        Polled::Event(ev) => ch.events.send(ev).await,
+                        Polled::Handled => {}
+                        Polled::Idle => break,
+                    }
+                }
+                false
+            }
         }
+        _ => false,
+    };
+    let leaf = match slot {
+        Some(leaf) if resumed => leaf,
+        _ => match Leaf::new(now(), cfg, salt) {
+            Ok(leaf) => slot.insert(leaf),
+            Err(e) => {
+                error!("dmsg: cannot start a link");
+                debug!("dmsg: {:?}", e);
+                return false;
+            }
+        },
     };
     let mut pending: Option<LeafEvent<A>> = None;
+    // The application's command being carried out. One that finds no room even after the
+    // flush (with the reliable session the retransmit window frees only as the hub
+    // acknowledges) stays here and is retried after every input, no other command being
+    // taken meanwhile; it is refused if the link goes down first.
+    let mut held: Option<LeafCommand<A>> = None;
     loop {
-        // 1 and 2: transmit; take events until one waits for the application.
-        if flush(socket, leaf).await.is_err() {
-            leaf.handle_close();
+        // 1 and 2: transmit (and carry out the held command when it fits: then transmit
+        // again); take events until one waits for the application.
+        loop {
+            if flush(socket, leaf).await.is_err() {
+                leaf.handle_close();
+            }
+            if pending.is_some() {
+                break;
+            }
+            let Some(cmd) = held.take() else { break };
+            let res = if leaf.is_closed() || leaf.is_suspended() {
+                Err(SendError::Closed)
+            } else {
+                leaf.command(now(), &cmd)
+            };
+            if let Err(SendError::WouldBlock { .. }) = res {
+                held = Some(cmd);
+                break;
+            }
+            if let Err(e) = res {
+                debug!("dmsg: command refused: {:?}", e);
+            }
+            pending = cmd.outcome(res);
         }
         while pending.is_none() {
             match leaf.poll(now(), cfg) {
                 Polled::Event(ev) => {
-                    if let LeafEvent::PeerConn { .. } = ev {
+                    if let LeafEvent::PeerConn { .. } | LeafEvent::Resumed { .. } = ev {
                         backoff.reset();
                     }
                     pending = Some(ev);
@@ -263,10 +316,15 @@ where
                 Polled::Idle => break,
             }
         }
+        if L::SESSION && pending.is_none() && leaf.is_suspended() {
+            // The transport is gone and the application knows: reconnect and resume.
+            return false;
+        }
 
         // 3: wait for the application, a command, input or the core's timer.
         let deadline = leaf.poll_timeout();
         let waiting = pending.is_some();
+        let holding = held.is_some();
         let step = select4(
             async {
                 if waiting {
@@ -276,7 +334,7 @@ where
                 }
             },
             async {
-                if waiting {
+                if waiting || holding {
                     never().await
                 } else {
                     ch.commands.receive().await
@@ -311,6 +369,10 @@ where
                             debug!("dmsg: link closed: {:?}", reason);
                             Some(reason.is_clean())
                         }
+                        LeafEvent::Suspended { reason } if L::SESSION => {
+                            debug!("dmsg: transport lost, session suspended: {:?}", reason);
+                            Some(false)
+                        }
                         _ => None,
                     };
                     // Room was there a moment ago and the runner is the only sender.
@@ -324,21 +386,10 @@ where
                     }
                 }
             }
-            Either4::Second(cmd) => {
-                let mut res = leaf.command(now(), &cmd);
-                if let Err(SendError::WouldBlock { .. }) = res {
-                    // The output queue is full: empty it into the socket and try once more
-                    // (an empty queue has room for any frame that is not TooLarge).
-                    if flush(socket, leaf).await.is_err() {
-                        leaf.handle_close();
-                    }
-                    res = leaf.command(now(), &cmd);
-                }
-                if let Err(e) = res {
-                    debug!("dmsg: command refused: {:?}", e);
-                }
-                pending = cmd.outcome(res);
-            }
+            // Carried out at the top of the loop, after the flush: with room in the output
+            // queue at once; when there is none even then (the reliable session's window
+            // waits for the hub's acknowledgements) it is held there until it fits.
+            Either4::Second(cmd) => held = Some(cmd),
             Either4::Third(Ok(used)) => trace!("dmsg: {} bytes in", used),
             Either4::Third(Err(_)) => {
                 info!("dmsg: connection closed by the hub");

@@ -235,6 +235,20 @@ pub enum LeafEvent<const A: usize> {
     /// The connection is gone; the runner reconnects after a backoff. Every open transaction
     /// was reported [`LeafEvent::Closed`] first.
     Down(Down),
+    /// Reliable session only: the transport was lost but the link lives on (open
+    /// transactions and our span stay open); the runner reconnects and resumes it.
+    /// Commands are refused until [`LeafEvent::Resumed`]. If the session dies instead, its
+    /// transactions are reported [`LeafEvent::Closed`] and [`LeafEvent::Down`] follows.
+    Suspended {
+        /// Why the transport was given up.
+        reason: CloseReason,
+    },
+    /// Reliable session only: the link runs again on a new transport; every frame the hub
+    /// had not acknowledged is sent again, nothing lost or duplicated.
+    Resumed {
+        /// How long the transport was away.
+        outage: Duration,
+    },
 }
 
 /// What the application asks of the runner. Commands given while the link is down are

@@ -9,7 +9,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{Read, Write};
 
-use crate::{decode_cmd, exit, shell_cmd};
+use crate::{decode_cmd, demo, exit, node_cmd, shell_cmd};
 
 /// The standard streams a subcommand uses (the real ones in `main`, buffers in tests).
 pub struct Io<'a> {
@@ -36,6 +36,22 @@ pub struct Subcommand {
 
 /// Every subcommand, in the order the help lists them.
 pub const SUBCOMMANDS: &[Subcommand] = &[
+    Subcommand {
+        name: "demo",
+        summary:
+            "a hub and leaves on loopback: span tree, transactions, a cut connection, a summary",
+        run: demo::main,
+    },
+    Subcommand {
+        name: "hub",
+        summary: "listen for DMSG links and relay between them (spans, transactions, debug shell)",
+        run: node_cmd::hub_main,
+    },
+    Subcommand {
+        name: "leaf",
+        summary: "connect to a hub, advertise this node, answer echo transactions",
+        run: node_cmd::leaf_main,
+    },
     Subcommand {
         name: "decode",
         summary: "print the frames of a captured DMSG byte stream (raw or hex), checking every CRC",
@@ -308,7 +324,7 @@ mod tests {
         for c in SUBCOMMANDS {
             assert!(h.contains(c.name));
         }
-        assert!(!h.contains("hub"));
+        assert!(h.contains("hub") && h.contains("leaf") && h.contains("demo"));
         assert!(h.contains("shell") && h.contains("tree"));
     }
 }

@@ -9,9 +9,13 @@
 //! - [`hexin`]: reading input that is raw bytes or hex text.
 //! - [`json`]: the small JSON writer behind `--json`.
 //! - [`shell_cmd`]: `dmsg shell` and `dmsg tree`.
+//! - [`node_cmd`]: `dmsg hub` and `dmsg leaf`; [`demo`]: `dmsg demo`.
 //!
 //! The std runtime for the core, reusable by later subcommands (a node runtime for `hub`,
 //! `leaf`, ...):
+//! - [`node`]: a core `Node` (many links, relays, routing) on one `mio` I/O thread, with a
+//!   listener, reconnecting dials, a `Send + Clone` [`node::NodeHandle`] and an events
+//!   channel: the runtime of `dmsg hub`, `dmsg leaf` and `dmsg demo`.
 //! - [`link`]: one core `Connection` over a `TcpStream` on its own threads, with a
 //!   `Send + Clone` [`link::LinkHandle`] for commands and an events channel.
 //! - [`reader`]: the socket reader thread and its backpressure gate.
@@ -23,6 +27,7 @@
 //! - [`shell`]: the debug-shell client (DBG_SHELL as DragonFly's `hammer2 shell` sends it).
 //! - [`tree`]: the span tree text parsed and converted to Graphviz DOT.
 //! - [`logging`]: `log` + `env_logger` set up from `-v` counts.
+//! - [`interrupt`]: Ctrl-C / SIGTERM as a graceful stop for `hub` and `leaf`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -30,11 +35,15 @@ pub mod cli;
 pub mod clock;
 pub mod connector;
 pub mod decode_cmd;
+pub mod demo;
 pub mod hexin;
+pub mod interrupt;
 pub mod json;
 pub mod link;
 pub mod logging;
 pub mod net;
+pub mod node;
+pub mod node_cmd;
 pub mod reader;
 pub mod render;
 pub mod shell;

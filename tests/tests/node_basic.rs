@@ -237,6 +237,39 @@ fn hub_with_leaves_converges() {
     });
 }
 
+/// A clean close of a link that carries spans both ways finishes at once: the node replans
+/// when the link starts closing (its own `close_link` or the peer's LNK_CONN DELETE), so the
+/// relays on it are closed instead of holding the close open until its timeout.
+#[test]
+fn clean_close_with_spans_both_ways_finishes_without_waiting_for_the_timeout() {
+    big_stack(|| {
+        let mut net = Net::new(3);
+        let w = net.connect(0, 1);
+        net.connect(0, 2);
+        net.settle();
+        assert!(net.nodes[1].route_to(&addr(3)).is_some(), "converged");
+        let (_, l_hub, _, l_leaf, _, _, _) = net.wires[w].clone();
+        let now = net.now;
+        net.nodes[1].close_link(now, l_leaf).unwrap();
+        net.settle();
+        // No time has passed: the close finished on the exchange alone, on both ends.
+        assert!(
+            net.log[1].contains(&Rec::LinkDown(l_leaf)),
+            "leaf: {:?}",
+            net.log[1]
+        );
+        assert!(
+            net.log[0].contains(&Rec::LinkDown(l_hub)),
+            "hub: {:?}",
+            net.log[0]
+        );
+        assert!(
+            net.nodes[2].route_to(&addr(2)).is_none(),
+            "the closed leaf's span is gone"
+        );
+    });
+}
+
 #[test]
 fn leaf_reaches_leaf_through_the_hub_over_a_circuit() {
     big_stack(|| {

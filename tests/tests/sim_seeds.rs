@@ -3,7 +3,7 @@
 //! invariant checked at each quiet point. `SEED=<n> cargo test -p dmsg-tests --test
 //! sim_seeds` reruns one seed (its failure message prints the seed and a trace).
 
-use dmsg_tests::sim::scenario::run_seeds;
+use dmsg_tests::sim::scenario::{run_seeds, run_session_seeds};
 
 fn group(range: std::ops::Range<u64>) {
     let reports = run_seeds(range);
@@ -30,6 +30,67 @@ fn sim_seeds_100_149() {
 #[test]
 fn sim_seeds_150_199() {
     group(150..200);
+}
+
+/// The same scenarios with the reliable session on every link: transport losses and
+/// partitions suspend and resume links, restarts are answered with stateless RESETs; no
+/// transaction is seen twice, and none is lost in a seed without restarts.
+#[test]
+fn sim_session_seeds_000_019() {
+    let reports = run_session_seeds(0..20);
+    for r in &reports {
+        assert!(r.converged_us > 0);
+    }
+    if std::env::var_os("SEED").is_none() {
+        assert!(
+            reports.iter().map(|r| r.resumes).sum::<u64>() > 0,
+            "links resumed"
+        );
+        assert!(
+            reports.iter().map(|r| r.stateless_resets).sum::<u64>() > 0,
+            "restarted nodes reset old sessions"
+        );
+    }
+}
+
+/// More session seeds (ignored), reporting every failing seed: `SEEDS=20..500 cargo test
+/// -p dmsg-tests --release --test sim_seeds sim_session_many -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn sim_session_many() {
+    let spec = std::env::var("SEEDS").unwrap_or_else(|_| "20..200".into());
+    let (a, b) = spec.split_once("..").expect("SEEDS=a..b");
+    let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+    let (reports, failures) = std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(move || {
+            let mut reports = Vec::new();
+            let mut failures = Vec::new();
+            for seed in a..b {
+                match dmsg_tests::sim::scenario::run_session_seed(seed) {
+                    Ok(r) => reports.push(r),
+                    Err(e) => failures.push(e.lines().next().unwrap_or("").to_string()),
+                }
+            }
+            (reports, failures)
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let sum = |f: fn(&dmsg_tests::sim::scenario::Report) -> u64| reports.iter().map(f).sum::<u64>();
+    println!(
+        "{} seeds passed; {} transactions, {} restarts, {} resumes, {} stateless resets, {} ended with an error",
+        reports.len(),
+        sum(|r| r.txns.0),
+        sum(|r| r.restarts),
+        sum(|r| r.resumes),
+        sum(|r| r.stateless_resets),
+        sum(|r| r.txn_errors as u64),
+    );
+    for f in &failures {
+        println!("FAILED {f}");
+    }
+    assert!(failures.is_empty(), "{} seeds failed", failures.len());
 }
 
 /// Prints what one seed did: `SEED=7 cargo test -p dmsg-tests --test sim_seeds

@@ -17,7 +17,9 @@
 //!   the window has no room for the answers a frame may need, the link still reads the stream
 //!   but lets the session refuse in-order frames ([`Session::on_frame_parts_busy`]): acks keep
 //!   flowing, so two ends that both wait for acks never deadlock, and the refused frames come
-//!   again.
+//!   again. A layer above that holds an event back until room appears elsewhere (the node
+//!   relaying between links) has the link read on the same way meanwhile, since that room
+//!   may come from acks in this very stream.
 //! - **Transport loss** (`handle_close`, a decode error, keepalive expiry) suspends the link
 //!   instead of killing it ([`Event::Suspended`]): transactions stay open, commands keep
 //!   working into the window. After [`Connection::handle_reconnect`] the session resumes,
@@ -465,6 +467,73 @@ pub(super) mod hooks {
         ) -> bool {
             true
         }
+
+        /// [`Connection::handle_reconnect`], for any storage.
+        #[inline(always)]
+        fn reconnect<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize>(
+            _c: &mut Connection<RX, AUX, TX, TXNS, C, Self>,
+            _now: Instant,
+        ) -> Result<(), ReconnectError> {
+            Err(ReconnectError::NoSession)
+        }
+
+        /// `(our_id, peer_id)` of a session that runs and can still be resumed.
+        #[inline(always)]
+        fn live_ids(&self) -> Option<(u64, u64)> {
+            None
+        }
+
+        /// Between a transport loss and the next reconnect.
+        #[inline(always)]
+        fn suspended(&self) -> bool {
+            false
+        }
+
+        /// Our session identity when offered.
+        #[inline(always)]
+        fn offered_id(&self) -> Option<u64> {
+            None
+        }
+
+        /// The current time, for the inputs that carry none (`handle_close`).
+        #[inline(always)]
+        fn note_time(&mut self, _now: Instant) {}
+
+        /// Input while the layer above holds the pending event back (see
+        /// `session_input_mode`); plain DMSG reads nothing then.
+        #[inline(always)]
+        fn input_stalled<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize>(
+            _c: &mut Connection<RX, AUX, TX, TXNS, C, Self>,
+            _now: Instant,
+            _input: &[u8],
+        ) -> usize {
+            0
+        }
+
+        /// [`Connection::abandon`], for any storage.
+        fn abandon<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize>(
+            c: &mut Connection<RX, AUX, TX, TXNS, C, Self>,
+            now: Instant,
+        );
+
+        /// The link's counters around its session, if it has session storage.
+        #[inline(always)]
+        fn rel_stats(&self) -> Option<ReliableStats> {
+            None
+        }
+
+        /// The session's own counters, if the link has session storage.
+        #[inline(always)]
+        fn sess_stats(&self) -> Option<SessionStats> {
+            None
+        }
+
+        /// In session mode: the largest application frame that leaves `frames` more frames
+        /// and `bytes` more bytes free in the window than usual (`None`: not in session).
+        #[inline(always)]
+        fn room_keeping<const TX: usize>(&self, _frames: u16, _bytes: u32) -> Option<usize> {
+            None
+        }
     }
 
     impl<C: Crc32c + Clone> Hooks<C> for NoSession {
@@ -474,6 +543,14 @@ pub(super) mod hooks {
                 Some(_) => Err(ConfigError::SessionUnsupported),
                 None => Ok(NoSession),
             }
+        }
+
+        #[inline(always)]
+        fn abandon<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize>(
+            c: &mut Connection<RX, AUX, TX, TXNS, C, Self>,
+            _now: Instant,
+        ) {
+            c.handle_close();
         }
     }
 
@@ -668,6 +745,156 @@ pub(super) mod hooks {
             }
             false
         }
+
+        fn reconnect<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize>(
+            c: &mut Connection<RX, AUX, TX, TXNS, C, Self>,
+            now: Instant,
+        ) -> Result<(), ReconnectError> {
+            c.handle_reconnect(now)
+        }
+
+        fn live_ids(&self) -> Option<(u64, u64)> {
+            match (self.mode, self.session.outcome()) {
+                (Mode::Session, Outcome::Running) => self.session.ids(),
+                _ => None,
+            }
+        }
+
+        fn suspended(&self) -> bool {
+            self.down.is_some()
+        }
+
+        fn offered_id(&self) -> Option<u64> {
+            (self.mode != Mode::Off).then_some(self.our_id)
+        }
+
+        fn note_time(&mut self, now: Instant) {
+            self.tick(now);
+        }
+
+        fn abandon<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize>(
+            c: &mut Connection<RX, AUX, TX, TXNS, C, Self>,
+            now: Instant,
+        ) {
+            c.abandon(now);
+        }
+
+        fn input_stalled<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize>(
+            c: &mut Connection<RX, AUX, TX, TXNS, C, Self>,
+            now: Instant,
+            input: &[u8],
+        ) -> usize {
+            if c.is_closed() || !c.rel.in_session() {
+                return 0;
+            }
+            c.session_input_mode(now, input, true)
+        }
+
+        fn rel_stats(&self) -> Option<ReliableStats> {
+            Some(self.stats)
+        }
+
+        fn sess_stats(&self) -> Option<SessionStats> {
+            Some(*self.session.stats())
+        }
+
+        fn room_keeping<const TX: usize>(&self, frames: u16, bytes: u32) -> Option<usize> {
+            if self.mode != Mode::Session {
+                return None;
+            }
+            let reserve = Reserve {
+                frames: APP_RESERVE.frames + frames,
+                bytes: APP_RESERVE.bytes + bytes,
+            };
+            Some(
+                self.session
+                    .send_room(reserve)
+                    .min(TX.saturating_sub(CTL_RESERVE)),
+            )
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session queries for any storage (the node layer is generic over it)
+
+impl<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize, C, S>
+    Connection<RX, AUX, TX, TXNS, C, S>
+where
+    C: Crc32c + Clone,
+    S: SessionSlot<C>,
+{
+    /// [`handle_reconnect`](Connection::handle_reconnect) for any session storage: a plain
+    /// connection answers [`ReconnectError::NoSession`].
+    pub(crate) fn reconnect_any(&mut self, now: Instant) -> Result<(), ReconnectError> {
+        S::reconnect(self, now)
+    }
+
+    /// `(our_id, peer_id)` while a session runs on the link and can be resumed (not before
+    /// it was negotiated, not after it ended or the link closed).
+    pub(crate) fn live_session_ids(&self) -> Option<(u64, u64)> {
+        if self.is_closed() {
+            return None;
+        }
+        self.rel.live_ids()
+    }
+
+    /// True between a transport loss and the next reconnect (always false without a
+    /// session).
+    pub(crate) fn transport_suspended(&self) -> bool {
+        !self.is_closed() && self.rel.suspended()
+    }
+
+    /// The counters around the session, if the connection has session storage.
+    pub(crate) fn reliable_stats_any(&self) -> Option<ReliableStats> {
+        self.rel.rel_stats()
+    }
+
+    /// The largest frame the application can send now (the output queue's, or the
+    /// session window's).
+    pub(crate) fn max_app_frame(&self) -> usize {
+        self.rel.max_frame(Self::MAX_FRAME)
+    }
+
+    /// [`send_capacity`](Connection::send_capacity), but leaving `frames` more frames and
+    /// `bytes` more bytes of a session's window free (the same as `send_capacity` without a
+    /// running session: a plain output queue drains whatever the peer does).
+    pub(crate) fn send_capacity_keeping(&self, frames: u16, bytes: u32) -> usize {
+        self.rel
+            .room_keeping::<TX>(frames, bytes)
+            .unwrap_or_else(|| self.send_capacity())
+    }
+
+    /// The session's counters, if the connection has session storage.
+    pub(crate) fn session_stats_any(&self) -> Option<SessionStats> {
+        self.rel.sess_stats()
+    }
+
+    /// [`session_id`](Connection::session_id) for any session storage.
+    pub(crate) fn session_id_any(&self) -> Option<u64> {
+        self.rel.offered_id()
+    }
+
+    /// Input for a link whose pending event the layer above holds back until room appears
+    /// elsewhere: with a running session the stream is read on through the session's busy
+    /// path (acks and control are processed, frames are refused and sent again by the peer),
+    /// so windows that wait for acks in this stream can drain; returns the bytes used.
+    /// Without a session it reads nothing (returns 0): a plain link's output drains without
+    /// the peer's help.
+    pub(crate) fn handle_input_stalled(&mut self, now: Instant, input: &[u8]) -> usize {
+        S::input_stalled(self, now, input)
+    }
+
+    /// Ends the link now, session or not ([`abandon`](Connection::abandon) for any
+    /// storage).
+    pub(crate) fn abandon_any(&mut self, now: Instant) {
+        S::abandon(self, now);
+    }
+
+    /// Tells the session the time before an input that carries none
+    /// ([`handle_close`](Connection::handle_close)), so the grace period starts now.
+    pub(crate) fn note_time(&mut self, now: Instant) {
+        self.rel.note_time(now);
     }
 }
 
@@ -834,6 +1061,15 @@ where
     }
 
     fn session_input(&mut self, now: Instant, input: &[u8]) -> usize {
+        self.session_input_mode(now, input, false)
+    }
+
+    /// `stalled`: the layer above leaves the pending event where it is until room appears
+    /// elsewhere, and that room may depend on acks in this very stream (a node relaying
+    /// between two links whose windows are full, each waiting to forward into the other).
+    /// Read on regardless: every frame goes through the session's busy path (its ack and
+    /// control are processed, nothing is delivered; the peer sends the frames again).
+    fn session_input_mode(&mut self, now: Instant, input: &[u8], stalled: bool) -> usize {
         self.rel.tick(now);
         if self.rel.down.is_some() {
             // Bytes of a transport already given up.
@@ -847,10 +1083,10 @@ where
                 self.stats.rx_bytes_discarded += (input.len() - used) as u64;
                 return input.len();
             }
-            if self.has_pending_event() || self.rel.down.is_some() {
+            if self.rel.down.is_some() || (!stalled && self.has_pending_event()) {
                 break;
             }
-            let ready = self.answers_fit();
+            let ready = !stalled && self.answers_fit();
             if RF > 0 && ready && self.deliver_held(now) {
                 continue;
             }
@@ -897,6 +1133,7 @@ where
             self.last_rx = now;
             match frame {
                 Some(Some((hdr, body, aux_len))) => {
+                    debug_assert!(!stalled, "the busy path delivers nothing");
                     let body = body.unwrap_or_else(|_| {
                         self.stats.bad_bodies += 1;
                         Body::None

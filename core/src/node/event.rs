@@ -24,12 +24,35 @@ pub enum NodeEvent<'a> {
         conn: &'a ConnRepr,
     },
     /// The link closed. Every transaction on it was reported [`NodeEvent::Closed`] first;
-    /// its id is free for reuse once this event is out.
+    /// its id is free for reuse once this event is out. A link with a reliable session goes
+    /// down only when the session dies ([`CloseReason::SessionDied`]: the grace period ran
+    /// out, or the peer answered RESET) or closes cleanly; a lost transport only suspends it
+    /// ([`NodeEvent::LinkSuspended`]).
     LinkDown {
         /// The link.
         link: LinkId,
         /// Why.
         reason: CloseReason,
+    },
+    /// Reliable session only: the transport of the link was lost (the driver reported it
+    /// closed, the byte stream broke, or nothing arrived for the idle timeout), but the link
+    /// lives on: its spans, relays, routes and open transactions are all kept, and commands
+    /// on it keep working (up to its retransmit window). Close the socket and drop any unread
+    /// bytes of it. The connecting side dials again and calls
+    /// [`Node::handle_reconnect`](super::Node::handle_reconnect); the accepting side waits
+    /// for the peer's RESUME (see [`Node::find_session`](super::Node::find_session)). Without
+    /// a new transport within the session's grace period the link goes
+    /// [`LinkDown`](NodeEvent::LinkDown) with
+    /// [`CloseReason::SessionDied`].
+    LinkSuspended {
+        /// The link.
+        link: LinkId,
+    },
+    /// Reliable session only: a new transport carries the link's session again; whatever the
+    /// peer had not acknowledged is being sent again, and nothing was lost or duplicated.
+    LinkResumed {
+        /// The link.
+        link: LinkId,
     },
     /// A node became reachable: the first span of it arrived.
     Reachable {
@@ -89,6 +112,8 @@ pub(crate) enum Notice {
     LinkUp(LinkId),
     PeerConn(LinkId),
     LinkDown(LinkId, CloseReason),
+    LinkSuspended(LinkId),
+    LinkResumed(LinkId),
     Reachable(NodeAddr, u32),
     Unreachable(NodeAddr),
     Closed(NodeTxn, u32, TxnEnd),

@@ -151,11 +151,48 @@
 //! assert_eq!(hub.stats().routes_relayed, 1);
 //! ```
 //!
+//! # Reliable sessions
+//!
+//! With session storage (`S` = [`Reliable`](crate::link::Reliable), e.g.
+//! [`ReliableMcuLeaf`], [`ReliableHostHub`]) and [`LinkConfig::session`] set on
+//! [`add_link`](Node::add_link), a link whose peer offers the session too runs over it
+//! (`spec/SESSION.md`), and a flaky transport no longer tears the cluster apart:
+//!
+//! - **Loss**: [`handle_close`](Node::handle_close), a broken byte stream or the idle timeout
+//!   only *suspend* the link: [`NodeEvent::LinkSuspended`]. Its spans, relays, routes and
+//!   open transactions stay; frames for it (the application's and relayed ones) queue in its
+//!   retransmit window, and when that is full the links that feed it wait (backpressure).
+//!   When the node suspended the link itself (idle timeout, a broken stream), close the
+//!   socket so the peer notices too.
+//! - **Window discipline**: a session's window frees only when the peer acknowledges, so a
+//!   link whose next frame waits for room elsewhere still reads acks (frames are refused and
+//!   sent again by the peer), and frames that need an answer (opens, relays, forwarded
+//!   frames, the application's opens) leave room for a few answers in the window: the
+//!   application may get `WouldBlock` a little earlier than on a plain link
+//!   (`spec/NODE.md` §12).
+//! - **Reconnect**: the connecting side dials again and calls
+//!   [`handle_reconnect`](Node::handle_reconnect); the accepting side classifies each new
+//!   stream and routes a RESUME to its link with [`find_session`](Node::find_session) (the
+//!   recipe and a runnable example are there). Both then feed the new stream with
+//!   [`handle_input`](Node::handle_input) as usual; [`NodeEvent::LinkResumed`] follows, and
+//!   every frame the peer missed is sent again: nothing is lost or duplicated.
+//! - **Death**: only when no transport comes back within the session's grace period, or the
+//!   peer answers RESET (it restarted), does the link go [`NodeEvent::LinkDown`]
+//!   ([`CloseReason::SessionDied`](crate::link::CloseReason::SessionDied)); then, as for a
+//!   plain link, its transactions end with LOSTLINK and its spans are withdrawn through the
+//!   mesh. [`remove_link`](Node::remove_link) ends a session at once (the peer gets RESET).
+//!
+//! A driver must report a transport's close only while it is the link's current one: after
+//! `handle_reconnect` a late EOF of the old socket would suspend the new transport. The
+//! link's counters of suspensions, reconnects and resumes are in
+//! [`reliable_stats`](Node::reliable_stats). A node without session storage (`S` =
+//! [`NoSession`], the default) is plain DMSG, byte for byte and at no size cost.
+//!
 //! # Memory
 //!
-//! A `Node<LINKS, SPANS, RELAYS, ROUTES, RX, AUX, TX, TXNS, C>` is one plain value
+//! A `Node<LINKS, SPANS, RELAYS, ROUTES, RX, AUX, TX, TXNS, C, S>` is one plain value
 //! (`Clone + Eq + Hash + Debug`); `Box` it on a host. Its size is about
-//! `LINKS * (size of a Connection<RX, AUX, TX, TXNS, C> + 150) + SPANS * 470 +
+//! `LINKS * (size of a Connection<RX, AUX, TX, TXNS, C, S> + 150) + SPANS * 470 +
 //! RELAYS * 120 + ROUTES * 104 + 2.5 KiB`:
 //!
 //! | parameter | what it bounds | cost |
@@ -165,6 +202,7 @@
 //! | `RELAYS` | LNK_SPANs we keep open to relay spans (at most 2 per node per link) | ~120 bytes each |
 //! | `ROUTES` | transactions routed through us or opened over circuits | ~104 bytes each |
 //! | `RX`, `AUX`, `TX`, `TXNS`, `C` | each link's buffers and tables | see [`link`](crate::link) |
+//! | `S` | each link's session storage: [`NoSession`] or [`Reliable`](crate::link::Reliable) | 0, or the retransmit window plus ~0.7 KiB per link ([`reliable`](crate::link::reliable)) |
 //!
 //! The per-link `TXNS` must cover the LNK_SPANs a link carries both ways (up to 2 per
 //! remote node each way) plus the routed transactions on it.
@@ -186,7 +224,10 @@ pub use stats::{LinkNodeStats, NodeStats};
 pub use types::{LocalSpan, NodeAddr, NodeConfig, NodeError, NodeTxn, Via};
 
 use crate::crc::{Crc32c, DefaultCrc};
-use crate::link::{Connection, Event, LinkConfig, Outgoing, Side};
+use crate::link::{
+    Connection, Event, LinkConfig, NoSession, Outgoing, ReliableStats, SessionSlot, Side,
+};
+use crate::session::{ControlFrame, SessionStats};
 use crate::span::{LinkId, SpanKey, SpanTable};
 use crate::time::Instant;
 use crate::wire::body::SpanRepr;
@@ -198,6 +239,76 @@ use relay::RelayTable;
 use route::RouteTable;
 use slot::{AppPending, LinkSlot};
 use types::tag;
+
+/// Refuses (with `WouldBlock`) a frame of the application that is not an answer when it
+/// would eat into the room a session link keeps for answers (see `pump::ANSWER_FRAMES`).
+fn room_for_open<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize, C, S>(
+    conn: &Connection<RX, AUX, TX, TXNS, C, S>,
+    msg: &Outgoing<'_>,
+) -> Result<(), NodeError>
+where
+    C: Crc32c + Clone,
+    S: SessionSlot<C>,
+{
+    let header = if msg.ext.is_empty() {
+        crate::wire::Cmd::new(msg.command, Flags::empty()).header_len()
+    } else {
+        64 + crate::wire::align64(msg.ext.len())
+    };
+    let needed = header + crate::wire::align64(msg.aux.len());
+    let available = pump::open_room(conn);
+    // A frame too large to ever leave the room may use it (else it would wait forever).
+    let fits_ever = needed + pump::ANSWER_ROOM as usize <= conn.max_app_frame();
+    if available < needed && fits_ever {
+        return Err(NodeError::Link(crate::link::SendError::WouldBlock {
+            needed,
+            available,
+        }));
+    }
+    Ok(())
+}
+
+/// A leaf on a small MCU whose one link runs the reliable session: the link is a
+/// [`ReliableMcuConnection`](crate::link::ReliableMcuConnection) (1 KiB aux, 2 KiB output
+/// queue, a 12-frame 2 KiB retransmit window, 8 transactions per table), with room for 16
+/// spans, 4 relays and 4 routed transactions. 20,960 bytes on x86_64 (less on 32-bit MCUs;
+/// a compile-time check keeps it under 24 KiB).
+/// Offer the session with [`LinkConfig::session`] in [`add_link`](Node::add_link); against a
+/// peer that does not offer it the link is plain DMSG.
+pub type ReliableMcuLeaf = Node<
+    1,
+    16,
+    4,
+    4,
+    { 8 * 64 + 1024 },
+    1024,
+    2048,
+    8,
+    crate::crc::SoftCrc32c1,
+    crate::link::Reliable<crate::crc::SoftCrc32c1, 12, 2048, 0, 0>,
+>;
+
+/// A hub on a host whose links run the reliable session: 16 links, each a
+/// [`ReliableHostConnection`](crate::link::ReliableHostConnection) (64 KiB aux, 256
+/// transactions per table, a 64-frame window of four maximal frames), with room for 1,024
+/// spans, 2,048 relays and 512 routed transactions. 9,688,456 bytes (x86_64): `Box` it, and
+/// call `Box::new(ReliableHostHub::new(..))` on a thread whose stack can hold it for a moment
+/// (`new` returns it by value; e.g. `std::thread::Builder::stack_size(32 << 20)`).
+pub type ReliableHostHub = Node<
+    16,
+    1024,
+    2048,
+    512,
+    { 32 * 64 + 65536 },
+    65536,
+    { 2 * (32 * 64 + 65536) },
+    256,
+    DefaultCrc,
+    crate::link::Reliable<DefaultCrc, 64, { 4 * (32 * 64 + 65536) }, 0, 0>,
+>;
+
+// The MCU leaf stays within its budget on every target.
+const _: () = assert!(core::mem::size_of::<ReliableMcuLeaf>() < 24 * 1024);
 
 /// Bytes to write to one link's transport, from [`Node::poll_transmit`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -217,6 +328,8 @@ pub struct Transmit {
 /// - `RELAYS`: relayed LNK_SPANs we keep open.
 /// - `ROUTES`: routed transactions (through us, or ours over circuits).
 /// - `RX`, `AUX`, `TX`, `TXNS`, `C`: each link's [`Connection`] parameters.
+/// - `S`: each link's session storage: [`NoSession`] (plain DMSG, zero bytes) or
+///   [`Reliable`](crate::link::Reliable) (see [Reliable sessions](self#reliable-sessions)).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Node<
     const LINKS: usize,
@@ -228,10 +341,11 @@ pub struct Node<
     const TX: usize,
     const TXNS: usize,
     C = DefaultCrc,
+    S = NoSession,
 > {
     config: NodeConfig,
     now: Instant,
-    slots: [Option<LinkSlot<RX, AUX, TX, TXNS, C>>; LINKS],
+    slots: [Option<LinkSlot<RX, AUX, TX, TXNS, C, S>>; LINKS],
     gens: [u16; LINKS],
     spans: SpanTable<SPANS>,
     next_local: u64,
@@ -263,7 +377,8 @@ impl<
         const TX: usize,
         const TXNS: usize,
         C: Crc32c + Clone,
-    > Node<LINKS, SPANS, RELAYS, ROUTES, RX, AUX, TX, TXNS, C>
+        S: SessionSlot<C>,
+    > Node<LINKS, SPANS, RELAYS, ROUTES, RX, AUX, TX, TXNS, C, S>
 {
     /// Compile-time checks of the bounds.
     const LAYOUT: () = {
@@ -299,8 +414,11 @@ impl<
     // Links
 
     /// Adds a link on a freshly connected transport: its LNK_CONN is queued at once and
-    /// [`NodeEvent::LinkUp`] reported. Errors: [`NodeError::LinksFull`],
-    /// [`NodeError::Config`].
+    /// [`NodeEvent::LinkUp`] reported. With [`LinkConfig::session`] set (a node with session
+    /// storage, `S` = [`Reliable`](crate::link::Reliable)) the link offers the reliable
+    /// session; its identity must be fresh (random, never reused). Errors:
+    /// [`NodeError::LinksFull`], [`NodeError::Config`] (also for a session on a node without
+    /// session storage), [`NodeError::SessionIdInUse`].
     pub fn add_link(&mut self, now: Instant, config: &LinkConfig) -> Result<LinkId, NodeError>
     where
         C: Default,
@@ -311,6 +429,17 @@ impl<
             .iter()
             .position(|s| s.is_none())
             .ok_or(NodeError::LinksFull)?;
+        if let Some(offer) = config.session {
+            // Our identity names the link when the peer resumes: it must be unique.
+            let taken = self
+                .slots
+                .iter()
+                .flatten()
+                .any(|s| !s.down && s.conn.session_id_any() == Some(offer.id));
+            if taken {
+                return Err(NodeError::SessionIdInUse(offer.id));
+            }
+        }
         let conn = Connection::new(now, config, C::default()).map_err(NodeError::Config)?;
         // Ids: slot + LINKS * generation, so a reused slot gets a new id, and id % LINKS
         // finds the slot. Never LinkId::LOCAL.
@@ -334,6 +463,7 @@ impl<
             discard_app: false,
             plan_blocked: false,
             room: false,
+            closing_seen: false,
         });
         self.work = true;
         Ok(id)
@@ -346,7 +476,9 @@ impl<
         self.now = now;
         let slot = self.slot_mut(link).ok_or(NodeError::UnknownLink(link))?;
         slot.discard_app = true;
-        slot.conn.handle_close();
+        // With a reliable session: aborted (the peer gets RESET if a transport is up), not
+        // merely suspended.
+        slot.conn.abandon_any(now);
         slot.active = true;
         if slot.app.take().is_some() {
             // The frame the application did not take yet.
@@ -374,7 +506,9 @@ impl<
     /// Feeds bytes received on `link`; returns how many were used. Feed the rest again after
     /// draining [`poll_transmit`](Self::poll_transmit) and [`poll_event`](Self::poll_event)
     /// (see the drive contract). Bytes for an unknown (removed) link are discarded: the
-    /// return is `input.len()`.
+    /// return is `input.len()`. A link with a reliable session whose next frame waits for
+    /// room elsewhere reads on (taking the peer's acks, refusing its frames, which the peer
+    /// sends again) instead of leaving the input unread.
     #[must_use = "unused input must be fed again after draining transmit and events"]
     pub fn handle_input(&mut self, now: Instant, link: LinkId, input: &[u8]) -> usize {
         self.now = now;
@@ -387,10 +521,22 @@ impl<
             let Some(slot) = self.slots.get_mut(i).and_then(|s| s.as_mut()) else {
                 return input.len();
             };
-            let n = slot
-                .conn
-                .handle_input(now, input.get(used..).unwrap_or(&[]));
+            let room = slot.conn.send_capacity();
+            let rest = input.get(used..).unwrap_or(&[]);
+            let mut n = slot.conn.handle_input(now, rest);
+            if n == 0 && slot.stalled {
+                // The link's next frame waits for room elsewhere, which may wait for acks
+                // in this very stream (two reliable links each waiting to forward into the
+                // other): a session reads on, refusing frames but taking acks.
+                n = slot.conn.handle_input_stalled(now, rest);
+            }
             slot.active = true;
+            if slot.conn.send_capacity() > room {
+                // A session's acks freed its retransmit window: what waited for room on
+                // this link may go on.
+                slot.room = true;
+                self.room_freed = true;
+            }
             used += n;
             self.work = true;
             self.progress();
@@ -410,12 +556,21 @@ impl<
         }
     }
 
-    /// The transport of `link` is gone (EOF, reset): the link closes, every transaction on
-    /// it ends with LOSTLINK, its spans and relays go away, and [`NodeEvent::LinkDown`]
-    /// follows. Unknown links are ignored.
+    /// The transport of `link` is gone (EOF, reset). On a plain link (or one whose session
+    /// was not negotiated yet) the link closes: every transaction on it ends with LOSTLINK,
+    /// its spans and relays go away, and [`NodeEvent::LinkDown`] follows. On a link with an
+    /// established reliable session the link is only suspended
+    /// ([`NodeEvent::LinkSuspended`]): everything on it is kept until
+    /// [`handle_reconnect`](Self::handle_reconnect) brings a new transport, or the grace
+    /// period runs out (then `LinkDown`). Either way, drop what was left unread of the old
+    /// transport, and report only the close of the link's *current* transport (after
+    /// [`handle_reconnect`](Self::handle_reconnect), a late close of the old one would
+    /// suspend the new one). Unknown links are ignored.
     pub fn handle_close(&mut self, now: Instant, link: LinkId) {
         self.now = now;
         if let Some(slot) = self.slot_mut(link) {
+            // The grace period of a session starts now.
+            slot.conn.note_time(now);
             slot.conn.handle_close();
             slot.active = true;
             self.work = true;
@@ -423,15 +578,216 @@ impl<
         }
     }
 
-    /// Advances every link's timers (keepalive, idle timeout, close timeout). Calling it
-    /// early, late or repeatedly is harmless.
+    /// A new transport replaces the lost (or failing) one of `link`, whose reliable session
+    /// is still alive. The connecting side calls this after it dialled again; the accepting
+    /// side after [`find_session`](Self::find_session) named the link for a stream that
+    /// starts with a RESUME. Then feed the new stream's bytes with
+    /// [`handle_input`](Self::handle_input) from its first byte (on the accepting side,
+    /// including the RESUME itself) and write what [`poll_transmit`](Self::poll_transmit)
+    /// gives to the new transport; anything unread from the old one is dropped. The session
+    /// sends RESUME (or RESUME_OK), then every frame the peer has not acknowledged;
+    /// [`NodeEvent::LinkResumed`] follows when the peer answers. A transport that was not
+    /// reported lost is given up first ([`NodeEvent::LinkSuspended`]).
+    ///
+    /// Errors: [`NodeError::UnknownLink`]; [`NodeError::Reconnect`] with
+    /// [`ReconnectError::NoSession`](crate::link::ReconnectError::NoSession) when the link
+    /// runs no session (a plain node, a plain peer, or not negotiated yet: the old transport
+    /// ended the link) or [`ReconnectError::Closed`](crate::link::ReconnectError::Closed)
+    /// when the link is already closed (its session died): drop the new transport (on the
+    /// accepting side, after a [stateless RESET](crate::link::StreamStart::stateless_reset)),
+    /// and on the connecting side start over with [`add_link`](Self::add_link).
+    pub fn handle_reconnect(&mut self, now: Instant, link: LinkId) -> Result<(), NodeError> {
+        self.now = now;
+        let slot = self.slot_mut(link).ok_or(NodeError::UnknownLink(link))?;
+        let room = slot.conn.send_capacity();
+        let res = slot.conn.reconnect_any(now);
+        if slot.conn.send_capacity() > room {
+            slot.room = true;
+            self.room_freed = true;
+        }
+        self.work = true;
+        self.progress();
+        res.map_err(NodeError::Reconnect)
+    }
+
+    /// The link that holds the reliable session a new inbound stream wants to resume, by our
+    /// session identity on it (its [`LinkConfig::session`] id). `None` when no link runs a
+    /// live session with that identity. Plain links never match.
+    ///
+    /// The driver of an accepting node routes every new inbound stream this way:
+    ///
+    /// 1. read until it has 64 bytes (or the stream ends) and classify them with
+    ///    [`classify_stream`](crate::link::classify_stream), consuming nothing;
+    /// 2. [`StreamStart::Resume(frame)`](crate::link::StreamStart::Resume): the RESUME's
+    ///    `frame.receiver_id` is **our** identity on the link it belongs to (its
+    ///    `frame.sender_id` is the peer's). If `find_session(frame.receiver_id)` names a link,
+    ///    call [`handle_reconnect`](Self::handle_reconnect) on it, close the link's old
+    ///    socket (drop its unread bytes) and feed the new stream from its first byte with
+    ///    [`handle_input`](Self::handle_input). If no link matches (or `handle_reconnect`
+    ///    fails), write [`StreamStart::stateless_reset`](crate::link::StreamStart::stateless_reset)
+    ///    to the stream and close it: the peer's session dies at once instead of after its
+    ///    grace period;
+    /// 3. [`StreamStart::Fresh`](crate::link::StreamStart::Fresh): a new link:
+    ///    [`add_link`](Self::add_link) (with a fresh session identity) and feed it the stream;
+    /// 4. [`StreamStart::Invalid`](crate::link::StreamStart::Invalid): close the stream;
+    ///    [`StreamStart::NeedMore`](crate::link::StreamStart::NeedMore): read more.
+    ///
+    /// [`find_resume`](Self::find_resume) checks the peer's identity too.
+    ///
+    /// ```
+    /// use dmsg_core::link::{
+    ///     classify_stream, LinkConfig, Reliable, SessionOffer, StreamStart,
+    /// };
+    /// use dmsg_core::crc::DefaultCrc;
+    /// use dmsg_core::node::{Node, NodeEvent};
+    /// use dmsg_core::span::LinkId;
+    /// use dmsg_core::time::{Duration, Instant};
+    ///
+    /// // Small nodes with a 16-frame, 8 KiB retransmit window per link.
+    /// type N = Node<4, 16, 16, 8, { 8 * 64 + 1024 }, 1024, 4096, 16, DefaultCrc,
+    ///               Reliable<DefaultCrc, 16, 8192, 0, 0>>;
+    /// fn config(id: u64) -> LinkConfig {
+    ///     LinkConfig { session: Some(SessionOffer::new(id)), ..LinkConfig::default() }
+    /// }
+    /// /// Moves bytes from one node to the other; true if any moved.
+    /// fn carry(now: Instant, from: &mut N, lf: LinkId, to: &mut N, lt: LinkId) -> bool {
+    ///     let mut buf = [0u8; 4096];
+    ///     let mut busy = false;
+    ///     while let Some(t) = from.poll_transmit(now, Some(lf), &mut buf) {
+    ///         assert_eq!(to.handle_input(now, lt, &buf[..t.len]), t.len);
+    ///         busy = true;
+    ///     }
+    ///     busy
+    /// }
+    /// /// Moves bytes both ways and takes events until nothing moves.
+    /// fn pump(now: Instant, a: &mut N, la: LinkId, b: &mut N, lb: LinkId, log: &mut Vec<String>) {
+    ///     loop {
+    ///         let mut busy = carry(now, a, la, b, lb);
+    ///         busy |= carry(now, b, lb, a, la);
+    ///         for n in [&mut *a, &mut *b] {
+    ///             while let Some(ev) = n.poll_event() {
+    ///                 log.push(format!("{ev:?}"));
+    ///                 busy = true;
+    ///             }
+    ///         }
+    ///         if !busy { break; }
+    ///     }
+    /// }
+    ///
+    /// let mut now = Instant::ZERO;
+    /// let (mut hub, mut leaf) = (N::new(Default::default()), N::new(Default::default()));
+    /// let mut log = Vec::new();
+    /// // The leaf dials; the hub accepts a stream that starts with a LNK_CONN: a new link.
+    /// let l = leaf.add_link(now, &config(0x1EAF)).unwrap();
+    /// let mut first = [0u8; 4096];
+    /// let t = leaf.poll_transmit(now, Some(l), &mut first).unwrap();
+    /// let crc = DefaultCrc::default();
+    /// assert_eq!(classify_stream(&crc, &first[..t.len]), StreamStart::Fresh);
+    /// let h = hub.add_link(now, &config(0xB0B)).unwrap();
+    /// assert_eq!(hub.handle_input(now, h, &first[..t.len]), t.len);
+    /// pump(now, &mut hub, h, &mut leaf, l, &mut log);
+    /// assert!(leaf.link(l).unwrap().session_running());
+    ///
+    /// // The TCP connection breaks: both sides suspend; nothing is torn down.
+    /// now = now + Duration::from_millis(100);
+    /// leaf.handle_close(now, l);
+    /// hub.handle_close(now, h);
+    /// pump(now, &mut hub, h, &mut leaf, l, &mut log);
+    /// assert!(log.iter().any(|e| e.starts_with("LinkSuspended")));
+    /// assert!(!log.iter().any(|e| e.starts_with("LinkDown")));
+    ///
+    /// // The leaf dials again; its first frame on the new stream is a RESUME.
+    /// leaf.handle_reconnect(now, l).unwrap();
+    /// let t = leaf.poll_transmit(now, Some(l), &mut first).unwrap();
+    /// // The hub's accept loop: classify, find the session, reconnect, feed.
+    /// match classify_stream(&crc, &first[..t.len]) {
+    ///     StreamStart::Resume(frame) => match hub.find_session(frame.receiver_id) {
+    ///         Some(link) => {
+    ///             assert_eq!(link, h);
+    ///             hub.handle_reconnect(now, link).unwrap();
+    ///             assert_eq!(hub.handle_input(now, link, &first[..t.len]), t.len);
+    ///         }
+    ///         None => {
+    ///             let mut reset = [0u8; 64];
+    ///             let n = StreamStart::Resume(frame).stateless_reset(&crc, &mut reset).unwrap();
+    ///             // write reset[..n] to the stream, then close it
+    ///             # let _ = n;
+    ///         }
+    ///     },
+    ///     StreamStart::Fresh => { /* hub.add_link(..) and feed it the stream */ }
+    ///     StreamStart::NeedMore => { /* read more */ }
+    ///     StreamStart::Invalid => { /* close the stream */ }
+    /// }
+    /// pump(now, &mut hub, h, &mut leaf, l, &mut log);
+    /// assert_eq!(log.iter().filter(|e| e.starts_with("LinkResumed")).count(), 2);
+    /// assert_eq!(hub.reliable_stats(h).unwrap().resumes, 1);
+    ///
+    /// // A RESUME for a session nobody holds (say, from before the hub restarted).
+    /// assert_eq!(hub.find_session(0xDEAD), None);
+    /// ```
+    pub fn find_session(&self, session_id: u64) -> Option<LinkId> {
+        self.slots
+            .iter()
+            .flatten()
+            .find(|s| {
+                !s.down
+                    && s.conn
+                        .live_session_ids()
+                        .is_some_and(|(ours, _)| ours == session_id)
+            })
+            .map(|s| s.id)
+    }
+
+    /// Like [`find_session`](Self::find_session), but checks both identities a RESUME
+    /// carries: the link whose session is ours `frame.receiver_id` with the peer
+    /// `frame.sender_id`. A RESUME from someone else (a peer that restarted and kept our
+    /// identity, a stray stream) names no link and gets the stateless RESET.
+    pub fn find_resume(&self, frame: &ControlFrame) -> Option<LinkId> {
+        self.slots
+            .iter()
+            .flatten()
+            .find(|s| {
+                !s.down && s.conn.live_session_ids() == Some((frame.receiver_id, frame.sender_id))
+            })
+            .map(|s| s.id)
+    }
+
+    /// True while `link`'s transport is lost and its session waits for a new one (between
+    /// [`NodeEvent::LinkSuspended`] and [`handle_reconnect`](Self::handle_reconnect)).
+    /// Always false for a plain link.
+    pub fn is_suspended(&self, link: LinkId) -> bool {
+        self.slot(link)
+            .is_some_and(|s| s.conn.transport_suspended())
+    }
+
+    /// The counters of `link` around its reliable session (transports lost, reconnects,
+    /// resumes); `None` for an unknown link or a node without session storage. They count
+    /// while the session runs; a link whose peer did not offer it has zeros.
+    pub fn reliable_stats(&self, link: LinkId) -> Option<ReliableStats> {
+        self.slot(link).and_then(|s| s.conn.reliable_stats_any())
+    }
+
+    /// The counters of `link`'s session itself (frames sent, retransmitted, acked, busy
+    /// refusals, resumes...); `None` for an unknown link or a node without session storage.
+    pub fn session_stats(&self, link: LinkId) -> Option<SessionStats> {
+        self.slot(link).and_then(|s| s.conn.session_stats_any())
+    }
+
+    /// Advances every link's timers (keepalive, idle timeout, close timeout; with a reliable
+    /// session also retransmission, delayed acks and the grace period of a suspended link).
+    /// Calling it early, late or repeatedly is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
         for slot in self.slots.iter_mut().flatten() {
             if slot.conn.poll_timeout().is_some_and(|t| t <= now) {
+                let room = slot.conn.send_capacity();
                 slot.conn.handle_timeout(now);
                 slot.active = true;
                 self.work = true;
+                if slot.conn.send_capacity() > room {
+                    slot.room = true;
+                    self.room_freed = true;
+                }
             }
         }
         self.progress();
@@ -496,6 +852,19 @@ impl<
         self.cursor = (i + 1) % LINKS;
         self.work = true;
         let slot = self.slots.get_mut(i)?.as_mut()?;
+        // A reliable link reports a transport change ahead of a frame that waits: report it
+        // now, the frame stays for the next call.
+        match slot.conn.peek_event() {
+            Some(Event::Suspended { .. }) => {
+                let _ = slot.conn.poll_event();
+                return Some(NodeEvent::LinkSuspended { link: slot.id });
+            }
+            Some(Event::Resumed { .. }) => {
+                let _ = slot.conn.poll_event();
+                return Some(NodeEvent::LinkResumed { link: slot.id });
+            }
+            _ => {}
+        }
         let kind = slot.app.take()?;
         slot.active = true;
         let link = slot.id;
@@ -531,6 +900,8 @@ impl<
                 None => NodeEvent::LinkUp { link },
             },
             Notice::LinkDown(link, reason) => NodeEvent::LinkDown { link, reason },
+            Notice::LinkSuspended(link) => NodeEvent::LinkSuspended { link },
+            Notice::LinkResumed(link) => NodeEvent::LinkResumed { link },
             Notice::Reachable(node, dist) => NodeEvent::Reachable { node, dist },
             Notice::Unreachable(node) => NodeEvent::Unreachable { node },
             Notice::Closed(txn, error, end) => NodeEvent::Closed { txn, error, end },
@@ -560,6 +931,7 @@ impl<
             let mut did = self.pump_all();
             did |= self.run_kills();
             did |= self.run_shell();
+            did |= self.run_closing();
             did |= self.run_plan();
             did |= self.run_reach();
             did |= self.free_slots();
@@ -577,6 +949,23 @@ impl<
         }
         self.room_freed = false;
         self.relay_room = false;
+    }
+
+    /// Links that started a clean shutdown (ours or the peer's LNK_CONN DELETE) leave the
+    /// relay plan: every node is planned again, so the relays on them are closed and the
+    /// shutdown can finish instead of waiting for its timeout.
+    fn run_closing(&mut self) -> bool {
+        let mut any = false;
+        for s in self.slots.iter_mut().flatten() {
+            if !s.closing_seen && s.conn.state() == crate::link::LinkState::Closing {
+                s.closing_seen = true;
+                any = true;
+            }
+        }
+        if any {
+            self.dirty.mark_all_plans();
+        }
+        any
     }
 
     /// Frees the slots of links that are down and drained.
@@ -602,11 +991,14 @@ impl<
         }
     }
 
-    fn slot(&self, id: LinkId) -> Option<&LinkSlot<RX, AUX, TX, TXNS, C>> {
+    fn slot(&self, id: LinkId) -> Option<&LinkSlot<RX, AUX, TX, TXNS, C, S>> {
         self.slots.get(self.slot_index(id)?)?.as_ref()
     }
 
-    pub(crate) fn slot_mut(&mut self, id: LinkId) -> Option<&mut LinkSlot<RX, AUX, TX, TXNS, C>> {
+    pub(crate) fn slot_mut(
+        &mut self,
+        id: LinkId,
+    ) -> Option<&mut LinkSlot<RX, AUX, TX, TXNS, C, S>> {
         let i = self.slot_index(id)?;
         let s = self.slots.get_mut(i)?.as_mut()?;
         s.active = true;
@@ -685,6 +1077,7 @@ impl<
             .conn
             .txn_handle(Side::Theirs, e.key.msgid)
             .ok_or(NodeError::Unreachable)?;
+        room_for_open(&slot.conn, msg)?;
         let txn = slot.conn.open(now, msg, flags, Some(circuit))?;
         slot.conn.set_txn_tag(txn, tag::APP_ROUTED);
         let ok = self.routes.insert(Route {
@@ -728,6 +1121,7 @@ impl<
             }
         }
         let slot = self.slot_mut(link).ok_or(NodeError::UnknownLink(link))?;
+        room_for_open(&slot.conn, msg)?;
         let txn = slot.conn.open(now, msg, flags, parent.map(|p| p.txn))?;
         match parent {
             None => {
@@ -821,6 +1215,7 @@ impl<
     ) -> Result<(), NodeError> {
         self.now = now;
         let slot = self.slot_mut(link).ok_or(NodeError::UnknownLink(link))?;
+        room_for_open(&slot.conn, msg)?;
         slot.conn.send_one_way(now, msg, reply, None)?;
         self.work = true;
         Ok(())
@@ -844,6 +1239,7 @@ impl<
             .conn
             .txn_handle(Side::Theirs, e.key.msgid)
             .ok_or(NodeError::Unreachable)?;
+        room_for_open(&slot.conn, msg)?;
         slot.conn.send_one_way(now, msg, false, Some(circuit))?;
         self.work = true;
         Ok(())
@@ -883,7 +1279,7 @@ impl<
     }
 
     /// A link's connection (state, peer LNK_CONN, counters, transactions).
-    pub fn link(&self, link: LinkId) -> Option<&Connection<RX, AUX, TX, TXNS, C>> {
+    pub fn link(&self, link: LinkId) -> Option<&Connection<RX, AUX, TX, TXNS, C, S>> {
         self.slot(link).map(|s| &s.conn)
     }
 

@@ -13,6 +13,7 @@
 use crate::crc::Crc32c;
 use crate::errcode::txn as err;
 use crate::link::txn::Dir;
+use crate::link::SessionSlot;
 use crate::link::{
     CloseReason, Event, LinkState, Outgoing, Received, SendError, Side, TxnEnd, TxnId, CTL_RESERVE,
 };
@@ -53,6 +54,8 @@ enum Decision {
 enum Local {
     LinkUp,
     PeerConn,
+    Suspended,
+    Resumed,
     Ignore,
     SpanOpen {
         txn: TxnId,
@@ -129,6 +132,40 @@ pub(super) fn relayed_len(msg: &Received<'_>) -> Option<usize> {
 /// Room an answer on the same link needs (one 64-byte LNK_ERROR).
 const ANSWER: usize = 64;
 
+/// Frames and bytes a link running a reliable session keeps free for answers: frames that
+/// may need an answer from the peer (opens, relayed frames, DELETEs of our relays, the
+/// application's opens) are sent only while this much more is free in its window; answers
+/// may use it.
+///
+/// Without it two nodes can deadlock: a session's window frees only when the peer
+/// acknowledges, a peer acknowledges a frame only when it can act on it, and acting on an
+/// open needs room for the answer in its own window. If both windows fill with opens (relays
+/// crossing after a partition heals, say), each side waits for the other forever. With the
+/// answers' room kept, every frame that needs an answer can be answered, answers need no
+/// answer, and acks keep flowing. (A plain link's output queue drains into the transport
+/// whatever the peer does, so it keeps nothing.)
+pub(super) const ANSWER_FRAMES: u16 = 4;
+/// Bytes of [`ANSWER_FRAMES`] answers.
+pub(super) const ANSWER_ROOM: u32 = ANSWER_FRAMES as u32 * ANSWER as u32;
+
+/// The largest frame that may need an answer `conn` can take now (see [`ANSWER_FRAMES`]).
+pub(super) fn open_room<
+    const RX: usize,
+    const AUX: usize,
+    const TX: usize,
+    const TXNS: usize,
+    C,
+    S,
+>(
+    conn: &crate::link::Connection<RX, AUX, TX, TXNS, C, S>,
+) -> usize
+where
+    C: Crc32c + Clone,
+    S: SessionSlot<C>,
+{
+    conn.send_capacity_keeping(ANSWER_FRAMES, ANSWER_ROOM)
+}
+
 impl<
         const LINKS: usize,
         const SPANS: usize,
@@ -139,7 +176,8 @@ impl<
         const TX: usize,
         const TXNS: usize,
         C: Crc32c + Clone,
-    > Node<LINKS, SPANS, RELAYS, ROUTES, RX, AUX, TX, TXNS, C>
+        S: SessionSlot<C>,
+    > Node<LINKS, SPANS, RELAYS, ROUTES, RX, AUX, TX, TXNS, C, S>
 {
     /// Takes the events of every link that may have some. Returns true when any was taken.
     pub(super) fn pump_all(&mut self) -> bool {
@@ -235,8 +273,10 @@ impl<
             }),
             Event::LinkClosed { reason } => Decision::Local(Local::LinkClosed(reason)),
             // A reliable session lost or regained its transport: the link (and everything
-            // on it) lives on, nothing to do here.
-            Event::Suspended { .. } | Event::Resumed { .. } => Decision::Local(Local::Ignore),
+            // on it: spans, relays, routes, transactions) lives on; only the application is
+            // told.
+            Event::Suspended { .. } => Decision::Local(Local::Suspended),
+            Event::Resumed { .. } => Decision::Local(Local::Resumed),
             Event::Opened { txn, msg } => self.decide_opened(a, txn, &msg, room_a),
             Event::Message { txn, msg } => self.decide_message(a, txn, &msg, room_a),
             Event::OneWay { msg } => self.decide_one_way(a, &msg),
@@ -430,7 +470,7 @@ impl<
         if self.routes.is_full() || conn_b.table_entries(Side::Ours) >= TXNS {
             return Self::refuse(txn, err::PARAM);
         }
-        if conn_b.send_capacity() < len {
+        if open_room(conn_b) < len {
             return Decision::Stall;
         }
         Decision::Forward(Forward::Open {
@@ -502,7 +542,7 @@ impl<
                     .slots
                     .get(b)
                     .and_then(|s| s.as_ref())
-                    .is_some_and(|s| s.conn.send_capacity() >= len);
+                    .is_some_and(|s| open_room(&s.conn) >= len);
                 if !room_b {
                     return Decision::Stall;
                 }
@@ -629,7 +669,7 @@ impl<
             .slots
             .get(b)
             .and_then(|s| s.as_ref())
-            .is_some_and(|s| s.conn.send_capacity() >= len);
+            .is_some_and(|s| open_room(&s.conn) >= len);
         if !room_b {
             return Decision::Stall;
         }
@@ -860,6 +900,12 @@ impl<
             Local::PeerConn => {
                 self.notices.push(Notice::PeerConn(id));
                 self.dirty.mark_all_plans();
+            }
+            Local::Suspended => {
+                self.notices.push(Notice::LinkSuspended(id));
+            }
+            Local::Resumed => {
+                self.notices.push(Notice::LinkResumed(id));
             }
             Local::Ignore => {}
             Local::SpanOpen { txn, span, delete } => self.span_open(a, id, txn, span, delete),

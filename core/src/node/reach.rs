@@ -7,6 +7,7 @@
 //! the span table can hold, so a node is reported reachable once and unreachable once.
 
 use crate::crc::Crc32c;
+use crate::link::SessionSlot;
 
 use super::event::{Notice, NOTICE_SLACK};
 use super::types::NodeAddr;
@@ -177,7 +178,8 @@ impl<
         const TX: usize,
         const TXNS: usize,
         C: Crc32c + Clone,
-    > Node<LINKS, SPANS, RELAYS, ROUTES, RX, AUX, TX, TXNS, C>
+        S: SessionSlot<C>,
+    > Node<LINKS, SPANS, RELAYS, ROUTES, RX, AUX, TX, TXNS, C, S>
 {
     /// True when a span of `node` arrived on a link and we do not advertise it ourselves.
     pub(super) fn is_reachable(&self, node: &NodeAddr) -> bool {

@@ -17,9 +17,12 @@
 //! [`SpanTable::plan_node`]: crate::span::SpanTable::plan_node
 
 use crate::crc::Crc32c;
+use crate::link::SessionSlot;
 use crate::link::{Outgoing, SendError, TxnId};
 use crate::span::{ConnFilter, LinkId, RelayAction, SpanKey};
-use crate::wire::{Body, Command, Flags, MsgId};
+use crate::wire::{Body, Cmd, Command, Flags, MsgId};
+
+use super::pump::{open_room, ANSWER_ROOM};
 
 use super::types::{tag, NodeAddr};
 use super::Node;
@@ -214,7 +217,8 @@ impl<
         const TX: usize,
         const TXNS: usize,
         C: Crc32c + Clone,
-    > Node<LINKS, SPANS, RELAYS, ROUTES, RX, AUX, TX, TXNS, C>
+        S: SessionSlot<C>,
+    > Node<LINKS, SPANS, RELAYS, ROUTES, RX, AUX, TX, TXNS, C, S>
 {
     /// The connections spans are relayed to: open links whose peer sent LNK_CONN.
     pub(super) fn conn_filters(&self) -> heapless::Vec<ConnFilter, LINKS> {
@@ -413,7 +417,18 @@ impl<
         };
         let body = Body::Span(entry.relayed());
         let msg = Outgoing::new(Command::LnkSpan).with_body(&body);
-        match slot.conn.open(now, &msg, Flags::empty(), None) {
+        let len = Cmd::new(Command::LnkSpan, Flags::CREATE).header_len();
+        let fits_ever = len + ANSWER_ROOM as usize <= slot.conn.max_app_frame();
+        let res = if open_room(&slot.conn) < len && fits_ever {
+            // The peer must answer it: leave the room for answers (see ANSWER_FRAMES).
+            Err(SendError::WouldBlock {
+                needed: len,
+                available: open_room(&slot.conn),
+            })
+        } else {
+            slot.conn.open(now, &msg, Flags::empty(), None)
+        };
+        match res {
             Ok(txn) => {
                 slot.conn.set_txn_tag(txn, tag::RELAY);
                 slot.stats.relays_out += 1;
@@ -452,6 +467,11 @@ impl<
             (RelayState::Open, Some(txn)) => {
                 let now = self.now;
                 let sent = match self.slot_mut(conn) {
+                    // The peer answers our DELETE: leave the room for answers.
+                    Some(slot) if open_room(&slot.conn) < 64 => Err(SendError::WouldBlock {
+                        needed: 64,
+                        available: open_room(&slot.conn),
+                    }),
                     Some(slot) => slot.conn.delete(now, txn),
                     None => Err(SendError::Closed),
                 };

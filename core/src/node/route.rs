@@ -25,6 +25,7 @@
 use crate::crc::Crc32c;
 use crate::errcode::txn as err;
 use crate::link::txn::Dir;
+use crate::link::SessionSlot;
 use crate::link::{Outgoing, SendError, TxnId};
 use crate::span::LinkId;
 use crate::wire::{Command, Flags};
@@ -128,7 +129,8 @@ impl<
         const TX: usize,
         const TXNS: usize,
         C: Crc32c + Clone,
-    > Node<LINKS, SPANS, RELAYS, ROUTES, RX, AUX, TX, TXNS, C>
+        S: SessionSlot<C>,
+    > Node<LINKS, SPANS, RELAYS, ROUTES, RX, AUX, TX, TXNS, C, S>
 {
     /// Marks route `p` lost: every end not yet closed owes a LOSTLINK abort.
     pub(super) fn kill_route(&mut self, p: usize) {

@@ -17,6 +17,7 @@
 use core::fmt::{self, Write};
 
 use crate::crc::Crc32c;
+use crate::link::SessionSlot;
 use crate::link::{LinkState, Outgoing, SendError, CTL_RESERVE};
 use crate::span::{peer_type_name, write_relay_out};
 use crate::wire::Command;
@@ -141,7 +142,8 @@ impl<
         const TX: usize,
         const TXNS: usize,
         C: Crc32c + Clone,
-    > Node<LINKS, SPANS, RELAYS, ROUTES, RX, AUX, TX, TXNS, C>
+        S: SessionSlot<C>,
+    > Node<LINKS, SPANS, RELAYS, ROUTES, RX, AUX, TX, TXNS, C, S>
 {
     /// Writes the span tree the way DragonFly's shell prints it, with a `Relay-out` line
     /// under each span for every relay of it.

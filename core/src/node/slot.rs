@@ -19,10 +19,16 @@ pub(crate) enum AppPending {
 
 /// A link and what the node keeps about it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct LinkSlot<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize, C>
-{
+pub(crate) struct LinkSlot<
+    const RX: usize,
+    const AUX: usize,
+    const TX: usize,
+    const TXNS: usize,
+    C,
+    S,
+> {
     pub id: LinkId,
-    pub conn: Connection<RX, AUX, TX, TXNS, C>,
+    pub conn: Connection<RX, AUX, TX, TXNS, C, S>,
     pub stats: LinkNodeStats,
     /// A shell answer in progress.
     pub shell: Option<ShellJob>,
@@ -41,4 +47,6 @@ pub(crate) struct LinkSlot<const RX: usize, const AUX: usize, const TX: usize, c
     /// Room was freed on this link since the last progress (output drained, a
     /// transaction finished).
     pub room: bool,
+    /// The link was seen closing (its relays were replanned away).
+    pub closing_seen: bool,
 }

@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use crate::link::{ConfigError, SendError, TxnId};
+use crate::link::{ConfigError, ReconnectError, SendError, TxnId};
 use crate::span::LinkId;
 use crate::wire::{Label, MsgId, Uuid};
 
@@ -104,6 +104,12 @@ pub enum NodeError {
     Link(SendError),
     /// The link could not be created.
     Config(ConfigError),
+    /// [`Node::handle_reconnect`](super::Node::handle_reconnect) refused: the link runs no
+    /// session, or it is closed.
+    Reconnect(ReconnectError),
+    /// Another link already offers a reliable session with this identity (identities must
+    /// be unique: a resuming peer names its link by it).
+    SessionIdInUse(u64),
 }
 
 impl From<SendError> for NodeError {
@@ -131,6 +137,8 @@ impl fmt::Display for NodeError {
             }
             NodeError::Link(e) => write!(f, "link: {e}"),
             NodeError::Config(e) => write!(f, "link config: {e}"),
+            NodeError::Reconnect(e) => write!(f, "reconnect: {e}"),
+            NodeError::SessionIdInUse(id) => write!(f, "session identity {id:#x} is in use"),
         }
     }
 }

@@ -5,6 +5,11 @@
 //! partitions, clogging (bytes wait, none is lost), node restarts (every link reset, state
 //! rebuilt). One seeded PRNG drives everything, so a seed replays exactly.
 //!
+//! With `SimConfig::with_sessions` (nodes with session storage, `scenario::SimRN`) every link
+//! runs the reliable session: a lost link or partition suspends the links of its edge, which
+//! is dialled again and resumed (the accepting node routes the new stream by its first 64
+//! bytes), and a restarted node answers its old sessions' RESUMEs with a stateless RESET.
+//!
 //! - `rng`: PCG32.
 //! - `topo`: line, ring, star, random connected mesh, two levels of hubs; BFS.
 //! - `node`: the `SimNode` trait over every `Node<...>`.

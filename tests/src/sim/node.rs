@@ -1,8 +1,9 @@
 //! The simulator drives nodes of any capacity through this trait (a blanket impl covers
-//! every `Node<...>` with the default CRC), using only the node's public API.
+//! every `Node<...>` with the default CRC, with or without session storage), using only the
+//! node's public API.
 
 use dmsg_core::crc::DefaultCrc;
-use dmsg_core::link::{LinkConfig, LinkStats, Outgoing, Side};
+use dmsg_core::link::{LinkConfig, LinkStats, Outgoing, SessionSlot, Side};
 use dmsg_core::node::{
     Node, NodeAddr, NodeConfig, NodeError, NodeEvent, NodeStats, NodeTxn, Relay, Route, Transmit,
 };
@@ -18,6 +19,11 @@ pub trait SimNode {
     fn add_link(&mut self, now: Instant, config: &LinkConfig) -> Result<LinkId, NodeError>;
     fn handle_input(&mut self, now: Instant, link: LinkId, input: &[u8]) -> usize;
     fn handle_close(&mut self, now: Instant, link: LinkId);
+    fn handle_reconnect(&mut self, now: Instant, link: LinkId) -> Result<(), NodeError>;
+    fn find_session(&self, session_id: u64) -> Option<LinkId>;
+    fn is_suspended(&self, link: LinkId) -> bool;
+    /// Completed resumes on `link` (0 without a session).
+    fn link_resumes(&self, link: LinkId) -> u64;
     fn handle_timeout(&mut self, now: Instant);
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit>;
     fn poll_event(&mut self) -> Option<NodeEvent<'_>>;
@@ -52,19 +58,22 @@ pub trait SimNode {
     fn link_is_open(&self, link: LinkId) -> bool;
     fn has_pending_work(&self) -> bool;
     fn tree(&self) -> String;
+    /// One line about a link, for failure messages.
+    fn link_debug(&self, link: LinkId) -> String;
     fn size_bytes() -> usize;
 }
 
 impl<
         const L: usize,
-        const S: usize,
+        const SP: usize,
         const R: usize,
         const T: usize,
         const RX: usize,
         const AUX: usize,
         const TX: usize,
         const TXNS: usize,
-    > SimNode for Node<L, S, R, T, RX, AUX, TX, TXNS, DefaultCrc>
+        S: SessionSlot<DefaultCrc>,
+    > SimNode for Node<L, SP, R, T, RX, AUX, TX, TXNS, DefaultCrc, S>
 {
     fn boxed(config: NodeConfig) -> Box<Self> {
         Box::new(Node::new(config))
@@ -80,6 +89,18 @@ impl<
     }
     fn handle_timeout(&mut self, now: Instant) {
         Node::handle_timeout(self, now)
+    }
+    fn handle_reconnect(&mut self, now: Instant, link: LinkId) -> Result<(), NodeError> {
+        Node::handle_reconnect(self, now, link)
+    }
+    fn find_session(&self, session_id: u64) -> Option<LinkId> {
+        Node::find_session(self, session_id)
+    }
+    fn is_suspended(&self, link: LinkId) -> bool {
+        Node::is_suspended(self, link)
+    }
+    fn link_resumes(&self, link: LinkId) -> u64 {
+        self.reliable_stats(link).map_or(0, |s| s.resumes)
     }
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         Node::poll_transmit(self, now, None, buf)
@@ -163,6 +184,24 @@ impl<
         let mut s = String::new();
         let _ = self.write_tree(&mut s);
         s
+    }
+    fn link_debug(&self, link: LinkId) -> String {
+        let Some(c) = self.link(link) else {
+            return format!("link {link}: gone");
+        };
+        format!(
+            "link {link}: {:?} capacity {} pending {} suspended {} timeout {:?} session {:?} {:?} node {:?} txns {}/{}",
+            c.state(),
+            c.send_capacity(),
+            c.pending_transmit(),
+            self.is_suspended(link),
+            c.poll_timeout(),
+            self.reliable_stats(link),
+            self.session_stats(link),
+            self.link_stats(link),
+            c.open_transactions(Side::Ours),
+            c.open_transactions(Side::Theirs),
+        )
     }
     fn size_bytes() -> usize {
         std::mem::size_of::<Self>()

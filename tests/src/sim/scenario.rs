@@ -2,6 +2,8 @@
 //! goes through faults while carrying more, heals, and must converge again; the invariants
 //! are checked at every quiet point.
 
+use dmsg_core::crc::DefaultCrc;
+use dmsg_core::link::Reliable;
 use dmsg_core::node::Node;
 use dmsg_core::time::Duration;
 
@@ -14,6 +16,21 @@ use super::world::{Sim, SimConfig};
 /// The node type of the scenarios: up to 16 links (a star's hub), 256 spans, 512 relays,
 /// 64 routes; 1 KiB aux, 4 KiB output queue and 64 transactions per link.
 pub type SimN = Node<16, 256, 512, 64, { 8 * 64 + 1024 }, 1024, 4096, 64>;
+
+/// [`SimN`] with the reliable session on its links (a 32-frame, 16 KiB retransmit window
+/// each).
+pub type SimRN = Node<
+    16,
+    256,
+    512,
+    64,
+    { 8 * 64 + 1024 },
+    1024,
+    4096,
+    64,
+    DefaultCrc,
+    Reliable<DefaultCrc, 32, 16384, 0, 0>,
+>;
 
 /// What a seed did.
 #[derive(Clone, Debug)]
@@ -28,6 +45,12 @@ pub struct Report {
     pub txns: (u64, u64),
     /// Transactions that ended with an error (route lost).
     pub txn_errors: usize,
+    /// Node restarts among the faults.
+    pub restarts: u64,
+    /// Sessions: suspended links resumed over a new transport.
+    pub resumes: u64,
+    /// Sessions: RESUMEs answered with a stateless RESET (the peer had restarted).
+    pub stateless_resets: u64,
 }
 
 /// The topology of a seed: 3 to 12 nodes of one of five shapes.
@@ -52,18 +75,74 @@ fn fail<N: SimNode>(sim: &Sim<N>, seed: u64, what: &str, err: String) -> String 
 
 /// Runs one seed; `Err` describes the first broken invariant (with the seed and a trace).
 pub fn run_seed(seed: u64) -> Result<Report, String> {
+    scenario::<SimN>(seed, SimConfig::new(seed)).map(|(r, _)| r)
+}
+
+/// Runs one seed with the reliable session on every link ([`SimRN`]): the same scenario,
+/// where a lost link or a partition only suspends the links of an edge until it is
+/// dialled again (resume), and a restarted node answers the RESUMEs of its old sessions
+/// with a stateless RESET. Besides every invariant of [`run_seed`]: no transaction is seen
+/// twice (opened, answered or closed), and in a seed without restarts every transaction
+/// completes with error 0: transport loss no longer loses anything.
+pub fn run_session_seed(seed: u64) -> Result<Report, String> {
+    let (report, sim) = scenario::<SimRN>(seed, SimConfig::with_sessions(seed))?;
+    let err = |what: String| Err(fail(&sim, seed, "sessions", what));
+    if sim.counters.unknown_closes != 0 {
+        return err(format!(
+            "{} duplicate Closed events",
+            sim.counters.unknown_closes
+        ));
+    }
+    for (i, t) in sim.txns.iter().enumerate() {
+        if t.answers > 1 || t.delivered > 1 {
+            return err(format!("txn {i} seen twice: {t:?}"));
+        }
+        if t.closed == Some(0) && (t.answers != 1 || t.delivered != 1) {
+            return err(format!("txn {i} closed without its exchange: {t:?}"));
+        }
+        if report.restarts == 0 && t.closed != Some(0) {
+            return err(format!("txn {i} lost without a restart: {t:?}"));
+        }
+    }
+    if report.restarts == 0 && sim.counters.node_closes > 0 {
+        // Only a session's death takes a link down on its own, and without a restart none
+        // dies (outages are shorter than the grace period).
+        return err(format!(
+            "{} links went down without a restart",
+            sim.counters.node_closes
+        ));
+    }
+    Ok(report)
+}
+
+/// The scenario of a seed on nodes of type `N`.
+fn scenario<N: SimNode>(seed: u64, cfg: SimConfig) -> Result<(Report, Sim<N>), String> {
     let mut rng = Rng::new(seed ^ 0x005e_ed0f_d15c);
     let topo = topology(seed, &mut rng);
-    let mut sim: Sim<SimN> = Sim::new(topo, SimConfig::new(seed));
+    let mut sim: Sim<N> = Sim::new(topo, cfg);
     let converged = sim
         .run_until_quiet(Duration::from_secs(60))
-        .ok_or_else(|| fail(&sim, seed, "first convergence", "did not settle".into()))?;
+        .ok_or_else(|| {
+            fail(
+                &sim,
+                seed,
+                "first convergence",
+                format!("did not settle: {}", sim.idle_report()),
+            )
+        })?;
     check(&sim, Checks::default()).map_err(|e| fail(&sim, seed, "after convergence", e))?;
 
     // Transactions on a quiet network.
     sim.random_txns(4);
     sim.run_until_quiet(Duration::from_secs(60))
-        .ok_or_else(|| fail(&sim, seed, "quiet traffic", "did not settle".into()))?;
+        .ok_or_else(|| {
+            fail(
+                &sim,
+                seed,
+                "quiet traffic",
+                format!("did not settle: {}", sim.idle_report()),
+            )
+        })?;
     check(&sim, Checks::default()).map_err(|e| fail(&sim, seed, "after quiet traffic", e))?;
     if let Some(t) = sim.txns.iter().find(|t| t.closed != Some(0)) {
         return Err(fail(
@@ -119,14 +198,28 @@ pub fn run_seed(seed: u64) -> Result<Report, String> {
     }
     sim.heal();
     sim.run_until_quiet(Duration::from_secs(120))
-        .ok_or_else(|| fail(&sim, seed, "after faults", "did not settle".into()))?;
+        .ok_or_else(|| {
+            fail(
+                &sim,
+                seed,
+                "after faults",
+                format!("did not settle: {}", sim.idle_report()),
+            )
+        })?;
     check(&sim, Checks::default()).map_err(|e| fail(&sim, seed, "after faults", e))?;
 
     // And the healed network carries traffic again.
     let before = sim.txns.len();
     sim.random_txns(3);
     sim.run_until_quiet(Duration::from_secs(60))
-        .ok_or_else(|| fail(&sim, seed, "final traffic", "did not settle".into()))?;
+        .ok_or_else(|| {
+            fail(
+                &sim,
+                seed,
+                "final traffic",
+                format!("did not settle: {}", sim.idle_report()),
+            )
+        })?;
     check(&sim, Checks::default()).map_err(|e| fail(&sim, seed, "final traffic", e))?;
     if let Some(t) = sim.txns[before..].iter().find(|t| t.closed != Some(0)) {
         return Err(fail(
@@ -136,7 +229,7 @@ pub fn run_seed(seed: u64) -> Result<Report, String> {
             format!("transaction failed on a healed network: {t:?}"),
         ));
     }
-    Ok(Report {
+    let report = Report {
         topo: sim.topo.name.clone(),
         converged_us: converged.as_micros(),
         faults,
@@ -146,12 +239,28 @@ pub fn run_seed(seed: u64) -> Result<Report, String> {
             .iter()
             .filter(|t| t.closed.is_some_and(|e| e != 0))
             .count(),
-    })
+        restarts: sim.counters.restarts,
+        resumes: sim.counters.resumes_routed,
+        stateless_resets: sim.counters.stateless_resets,
+    };
+    Ok((report, sim))
 }
 
 /// Runs `seeds` (or only `$SEED` when set) on a thread with room for the nodes; panics with
 /// the first failure.
 pub fn run_seeds(seeds: std::ops::Range<u64>) -> Vec<Report> {
+    run_seeds_with(seeds, run_seed)
+}
+
+/// [`run_seeds`] with the reliable session on ([`run_session_seed`]).
+pub fn run_session_seeds(seeds: std::ops::Range<u64>) -> Vec<Report> {
+    run_seeds_with(seeds, run_session_seed)
+}
+
+fn run_seeds_with(
+    seeds: std::ops::Range<u64>,
+    run: fn(u64) -> Result<Report, String>,
+) -> Vec<Report> {
     let seeds: Vec<u64> = match std::env::var("SEED") {
         Ok(s) => {
             let s = s.trim();
@@ -173,7 +282,7 @@ pub fn run_seeds(seeds: std::ops::Range<u64>) -> Vec<Report> {
         .spawn(move || {
             let mut out = Vec::new();
             for s in seeds {
-                match run_seed(s) {
+                match run(s) {
                     Ok(r) => out.push(r),
                     Err(e) => panic!("{e}"),
                 }

@@ -4,7 +4,8 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
-use dmsg_core::link::{LinkConfig, Outgoing};
+use dmsg_core::crc::DefaultCrc;
+use dmsg_core::link::{classify_stream, LinkConfig, Outgoing, SessionOffer, StreamStart};
 use dmsg_core::node::{NodeAddr, NodeConfig, NodeEvent, NodeTxn};
 use dmsg_core::span::LinkId;
 use dmsg_core::time::{Duration, Instant};
@@ -42,6 +43,10 @@ pub struct SimConfig {
     pub chunk: (usize, usize),
     /// Keep a trace of the last this-many actions (printed on failure).
     pub trace: usize,
+    /// Offer the reliable session on every link (the nodes need session storage). A lost
+    /// transport then suspends the links of its edge; the edge's first node dials again
+    /// and resumes, the second routes the new stream by its first 64 bytes.
+    pub sessions: bool,
 }
 
 impl SimConfig {
@@ -52,7 +57,19 @@ impl SimConfig {
             delay_us: (200, 20_000),
             reconnect_us: (50_000, 1_500_000),
             chunk: (64, 2048),
-            trace: 400,
+            trace: std::env::var("SIM_TRACE")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(400),
+            sessions: false,
+        }
+    }
+
+    /// Defaults for `seed`, with the reliable session on every link.
+    pub fn with_sessions(seed: u64) -> SimConfig {
+        SimConfig {
+            sessions: true,
+            ..SimConfig::new(seed)
         }
     }
 }
@@ -75,6 +92,9 @@ pub struct Conn {
     /// False once reset.
     pub alive: bool,
     clogged_until: Instant,
+    /// A resumed stream the second end has not routed to its link yet (its link id in
+    /// `ends` is a placeholder until then).
+    unbound: bool,
 }
 
 /// One edge of the topology.
@@ -89,6 +109,9 @@ pub struct Edge {
     /// False while partitioned.
     pub enabled: bool,
     reconnect_pending: bool,
+    /// With sessions: the two links of the edge's session (kept across transports), until
+    /// one of them goes down.
+    pub session: Option<[LinkId; 2]>,
 }
 
 /// A transaction of the workload.
@@ -110,6 +133,10 @@ pub struct TxnRecord {
     pub closed: Option<u32>,
     /// An answer arrived.
     pub answered: bool,
+    /// Answers ("resp") that arrived: more than one would be a duplicate.
+    pub answers: u32,
+    /// Times the target saw it opened: more than one would be a duplicate.
+    pub delivered: u32,
     /// The opener restarted: its side is gone with it.
     pub orphaned: bool,
 }
@@ -146,11 +173,33 @@ pub struct SimNodeState<N> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Action {
-    Deliver { conn: usize, dir: usize },
-    Timer { node: usize },
-    Reconnect { edge: usize },
-    CloseHold { rec: usize },
-    Unclog { conn: usize },
+    Deliver {
+        conn: usize,
+        dir: usize,
+    },
+    Timer {
+        node: usize,
+    },
+    Reconnect {
+        edge: usize,
+    },
+    CloseHold {
+        rec: usize,
+    },
+    Unclog {
+        conn: usize,
+    },
+    /// Closes a connection (after a stateless RESET was written to it).
+    Drop {
+        conn: usize,
+    },
+    /// An answer that found no room (`WouldBlock`), tried again.
+    Answer {
+        node: usize,
+        incarnation: u32,
+        txn: NodeTxn,
+        reply: Reply,
+    },
 }
 
 /// Counters of a run.
@@ -174,6 +223,16 @@ pub struct SimCounters {
     pub opened: u64,
     /// Opens refused (not reachable...).
     pub open_refused: u64,
+    /// Sessions: transports dialled again to resume a suspended link.
+    pub redials: u64,
+    /// Sessions: resumed streams the accepting end routed to a link.
+    pub resumes_routed: u64,
+    /// Sessions: RESUMEs for no known session, answered with a stateless RESET.
+    pub stateless_resets: u64,
+    /// `Closed` events for a transaction the world did not know open (a duplicate).
+    pub unknown_closes: u64,
+    /// Sessions: transports a node gave up itself (idle timeout, broken stream).
+    pub node_suspends: u64,
 }
 
 /// The world.
@@ -223,6 +282,7 @@ impl<N: SimNode> Sim<N> {
                     conn: None,
                     enabled: true,
                     reconnect_pending: false,
+                    session: None,
                 })
                 .collect(),
             conns: Vec::new(),
@@ -315,10 +375,18 @@ impl<N: SimNode> Sim<N> {
     // Connections
 
     fn connect(&mut self, e: usize) {
+        if self.cfg.sessions && self.redial(e) {
+            return;
+        }
         let (a, b) = (self.edges[e].a, self.edges[e].b);
         let mut links = [LinkId(0); 2];
         for (k, &n) in [a, b].iter().enumerate() {
+            let session = self
+                .cfg
+                .sessions
+                .then(|| SessionOffer::new(self.rng.next_u64() | 1));
             let cfg = LinkConfig {
+                session,
                 conn: ConnRepr {
                     peer_mask: u64::MAX,
                     peer_type: peer_type::ROUTER,
@@ -341,10 +409,14 @@ impl<N: SimNode> Sim<N> {
             pending: [Vec::new(), Vec::new()],
             alive: true,
             clogged_until: Instant::ZERO,
+            unbound: false,
         });
         self.nodes[a].links.push((links[0], c));
         self.nodes[b].links.push((links[1], c));
         self.edges[e].conn = Some(c);
+        if self.cfg.sessions {
+            self.edges[e].session = Some(links);
+        }
         self.counters.connects += 1;
         self.note(|| {
             format!(
@@ -356,6 +428,99 @@ impl<N: SimNode> Sim<N> {
         self.mark(b);
     }
 
+    /// With sessions: the edge's first node dials again for its suspended link. Returns
+    /// false when there is nothing to resume (connect afresh).
+    fn redial(&mut self, e: usize) -> bool {
+        let (a, b) = (self.edges[e].a, self.edges[e].b);
+        let Some([la, _]) = self.edges[e].session else {
+            return false;
+        };
+        if !self.nodes[a].node.is_suspended(la) {
+            return false;
+        }
+        let now = self.now;
+        if let Err(err) = self.nodes[a].node.handle_reconnect(now, la) {
+            self.note(|| format!("edge {e}: node {a} cannot resume {la}: {err}"));
+            return false;
+        }
+        let c = self.conns.len();
+        self.conns.push(Conn {
+            edge: e,
+            // The second end is bound when it routes the stream.
+            ends: [(a, la), (b, LinkId::LOCAL)],
+            pipes: [Pipe::default(), Pipe::default()],
+            pending: [Vec::new(), Vec::new()],
+            alive: true,
+            clogged_until: Instant::ZERO,
+            unbound: true,
+        });
+        self.nodes[a].links.push((la, c));
+        self.edges[e].conn = Some(c);
+        self.counters.connects += 1;
+        self.counters.redials += 1;
+        self.note(|| format!("redial edge {e}: {a}/{la} -> {b} (conn {c})"));
+        self.mark(a);
+        true
+    }
+
+    /// The second end of a resumed stream routes it by its first 64 bytes (the recipe of
+    /// `Node::find_session`): a RESUME of a live session goes to its link, anything else
+    /// gets a stateless RESET and the stream is closed.
+    fn route_stream(&mut self, c: usize) {
+        let (b, _) = self.conns[c].ends[1];
+        let crc = DefaultCrc::default();
+        let Some(first) = self.conns[c].pending[1].get(..64) else {
+            return; // read more
+        };
+        let start = classify_stream(&crc, first);
+        let now = self.now;
+        let link = match start {
+            StreamStart::Resume(frame) => self.nodes[b].node.find_session(frame.receiver_id),
+            _ => None,
+        };
+        let routed = link.filter(|&l| self.nodes[b].node.handle_reconnect(now, l).is_ok());
+        match routed {
+            Some(lb) => {
+                let e = self.conns[c].edge;
+                self.conns[c].ends[1] = (b, lb);
+                self.conns[c].unbound = false;
+                self.nodes[b].links.push((lb, c));
+                if let Some(s) = self.edges[e].session.as_mut() {
+                    s[1] = lb;
+                }
+                self.counters.resumes_routed += 1;
+                self.note(|| format!("node {b} routes conn {c} to its link {lb}"));
+                self.mark(b);
+            }
+            None => {
+                let mut reset = [0u8; 64];
+                let n = start.stateless_reset(&crc, &mut reset).unwrap_or(0);
+                self.counters.stateless_resets += 1;
+                self.note(|| format!("node {b} answers conn {c} ({start:?}) with RESET"));
+                // The RESET, then the close.
+                let d = self.rng.range(self.cfg.delay_us.0, self.cfg.delay_us.1);
+                let at = (self.now + Duration::from_micros(d)).max(self.conns[c].pipes[1].last);
+                self.conns[c].pipes[1].last = at;
+                self.conns[c].pipes[1]
+                    .q
+                    .push_back((at, reset[..n].to_vec()));
+                self.schedule(at, Action::Deliver { conn: c, dir: 1 });
+                self.schedule(at + Duration::from_micros(1), Action::Drop { conn: c });
+            }
+        }
+    }
+
+    /// A link went down at node `i`: its edge's session is over.
+    fn session_over(&mut self, i: usize, link: LinkId) {
+        for e in self.edges.iter_mut() {
+            if let Some([la, lb]) = e.session {
+                if (e.a == i && la == link) || (e.b == i && lb == link) {
+                    e.session = None;
+                }
+            }
+        }
+    }
+
     /// Resets connection `c` (both ends see it closed); the edge reconnects later if it is
     /// enabled. `except` is a node that already knows (it closed the link itself).
     fn reset_conn(&mut self, c: usize, except: Option<usize>) {
@@ -364,7 +529,10 @@ impl<N: SimNode> Sim<N> {
         }
         self.conns[c].alive = false;
         let ends = self.conns[c].ends;
-        for (n, l) in ends {
+        for (k, (n, l)) in ends.into_iter().enumerate() {
+            if k == 1 && self.conns[c].unbound {
+                continue; // that end never took the stream
+            }
             self.nodes[n].links.retain(|&(x, cc)| !(x == l && cc == c));
             if Some(n) != except {
                 let now = self.now;
@@ -463,6 +631,11 @@ impl<N: SimNode> Sim<N> {
         self.note(|| format!("restart node {i}"));
         for e in 0..self.edges.len() {
             if self.edges[e].a == i || self.edges[e].b == i {
+                // The other end may still hold a suspended link; a RESUME from it gets a
+                // stateless RESET from the new incarnation.
+                if self.edges[e].a == i {
+                    self.edges[e].session = None;
+                }
                 self.schedule_reconnect(e);
             }
         }
@@ -492,6 +665,8 @@ impl<N: SimNode> Sim<N> {
                     opened_at: now,
                     closed: None,
                     answered: false,
+                    answers: 0,
+                    delivered: 0,
                     orphaned: false,
                 });
                 self.nodes[src].out_txns.insert(txn, rec);
@@ -529,9 +704,9 @@ impl<N: SimNode> Sim<N> {
     }
 
     fn on_event(&mut self, i: usize, ev: Ev) {
-        let now = self.now;
         match ev {
             Ev::LinkDown(link) => {
+                self.session_over(i, link);
                 let found = self.nodes[i]
                     .links
                     .iter()
@@ -543,7 +718,26 @@ impl<N: SimNode> Sim<N> {
                     self.reset_conn(c, Some(i));
                 }
             }
-            Ev::Opened { txn, delete } => {
+            Ev::Suspended(link) => {
+                let found = self.nodes[i]
+                    .links
+                    .iter()
+                    .find(|&&(l, _)| l == link)
+                    .copied();
+                self.note(|| format!("node {i} link {link} suspended"));
+                if let Some((_, c)) = found {
+                    // The node gave the transport up itself (idle timeout, a broken
+                    // stream): the driver closes the socket, the peer sees it closed, and
+                    // the edge is dialled again.
+                    self.counters.node_suspends += 1;
+                    self.reset_conn(c, Some(i));
+                }
+            }
+            Ev::Resumed(link) => self.note(|| format!("node {i} link {link} resumed")),
+            Ev::Opened { txn, delete, req } => {
+                if let Some(r) = req.and_then(|r| self.txns.get_mut(r)) {
+                    r.delivered += 1;
+                }
                 let rec = self.ins.len();
                 self.ins.push(InRecord {
                     node: i,
@@ -553,38 +747,75 @@ impl<N: SimNode> Sim<N> {
                     orphaned: false,
                 });
                 self.nodes[i].in_txns.insert(txn, rec);
-                let answer = Outgoing::new(Command::DbgShell).with_aux(b"resp");
-                let flags = if delete {
-                    Flags::DELETE
+                let reply = if delete {
+                    Reply::RespDelete
                 } else {
-                    Flags::empty()
+                    Reply::Resp
                 };
-                let r = self.nodes[i].node.send(now, txn, &answer, flags);
-                self.note(|| format!("node {i} opened-to {txn:?} delete={delete}: answer {r:?}"));
+                self.answer(i, txn, reply);
             }
-            Ev::Message { txn, delete } => {
+            Ev::Message { txn, delete, resp } => {
                 if let Some(&r) = self.nodes[i].out_txns.get(&txn) {
                     self.txns[r].answered = true;
+                    if resp {
+                        self.txns[r].answers += 1;
+                    }
                 }
                 if delete && self.nodes[i].in_txns.contains_key(&txn) {
                     // The opener closed its side: close ours.
-                    let bye = Outgoing::new(Command::DbgShell).with_aux(b"bye");
-                    let r = self.nodes[i].node.send(now, txn, &bye, Flags::DELETE);
-                    self.note(|| format!("node {i} closes in-txn {txn:?}: {r:?}"));
+                    self.answer(i, txn, Reply::Bye);
                 }
             }
             Ev::Closed { txn, error } => {
+                let mut known = false;
                 if let Some(r) = self.nodes[i].out_txns.remove(&txn) {
                     self.txns[r].closed = Some(error);
+                    known = true;
                     self.note(|| format!("txn {r} closed at opener {i} error {error:#x}"));
                 }
                 if let Some(r) = self.nodes[i].in_txns.remove(&txn) {
                     self.ins[r].closed = Some(error);
+                    known = true;
                     self.note(|| format!("in-txn {r} closed at node {i} error {error:#x}"));
+                }
+                if !known {
+                    self.counters.unknown_closes += 1;
+                    self.note(|| format!("node {i}: Closed for unknown {txn:?}"));
                 }
             }
             Ev::Other => {}
         }
+    }
+
+    /// Node `i` answers in one of the transactions opened to it; an answer that finds no
+    /// room (a full output queue or retransmit window) is tried again 20 ms later, as an
+    /// application would.
+    fn answer(&mut self, i: usize, txn: NodeTxn, reply: Reply) {
+        let now = self.now;
+        let (aux, flags): (&[u8], Flags) = match reply {
+            Reply::Resp => (b"resp", Flags::empty()),
+            Reply::RespDelete => (b"resp", Flags::DELETE),
+            Reply::Bye => (b"bye", Flags::DELETE),
+        };
+        let msg = Outgoing::new(Command::DbgShell).with_aux(aux);
+        let r = self.nodes[i].node.send(now, txn, &msg, flags);
+        self.note(|| format!("node {i} answers {txn:?} with {reply:?}: {r:?}"));
+        if let Err(dmsg_core::node::NodeError::Link(dmsg_core::link::SendError::WouldBlock {
+            ..
+        })) = r
+        {
+            let incarnation = self.nodes[i].incarnation;
+            self.schedule(
+                now + Duration::from_millis(20),
+                Action::Answer {
+                    node: i,
+                    incarnation,
+                    txn,
+                    reply,
+                },
+            );
+        }
+        self.mark(i);
     }
 
     // ------------------------------------------------------------------------------
@@ -701,6 +932,9 @@ impl<N: SimNode> Sim<N> {
                     self.conns[c].pending[1 - dir].extend_from_slice(&bytes);
                     got = true;
                 }
+                if got && dir == 0 && self.conns[c].unbound {
+                    self.route_stream(c);
+                }
                 if got {
                     self.mark(to);
                 }
@@ -723,6 +957,12 @@ impl<N: SimNode> Sim<N> {
                     self.mark(node);
                 }
             }
+            Action::Drop { conn } => {
+                if self.conns[conn].alive {
+                    self.note(|| format!("drop conn {conn}"));
+                    self.reset_conn(conn, None);
+                }
+            }
             Action::Reconnect { edge } => {
                 self.edges[edge].reconnect_pending = false;
                 if self.edges[edge].enabled && self.edges[edge].conn.is_none() {
@@ -736,7 +976,26 @@ impl<N: SimNode> Sim<N> {
                     let now = self.now;
                     let res = self.nodes[r.src].node.send(now, r.txn, &bye, Flags::DELETE);
                     self.note(|| format!("txn {rec}: opener closes: {res:?}"));
+                    if let Err(dmsg_core::node::NodeError::Link(
+                        dmsg_core::link::SendError::WouldBlock { .. },
+                    )) = res
+                    {
+                        // No room now: try again, as an application would.
+                        self.schedule(now + Duration::from_millis(20), Action::CloseHold { rec });
+                    }
                     self.mark(r.src);
+                }
+            }
+            Action::Answer {
+                node,
+                incarnation,
+                txn,
+                reply,
+            } => {
+                let live = self.nodes[node].incarnation == incarnation
+                    && self.nodes[node].in_txns.contains_key(&txn);
+                if live {
+                    self.answer(node, txn, reply);
                 }
             }
         }
@@ -808,6 +1067,58 @@ impl<N: SimNode> Sim<N> {
                 .filter(|c| c.alive)
                 .all(|c| c.pending.iter().all(|p| p.is_empty()))
             && self.txns.iter().all(|t| t.closed.is_some() || t.orphaned)
+            && self.conns.iter().all(|c| !c.alive || !c.unbound)
+            && self.nodes.iter().all(|n| {
+                // A session waiting for its transport (or for its grace period to end).
+                n.node.link_ids().iter().all(|&l| !n.node.is_suspended(l))
+            })
+    }
+
+    /// Why the world is not [`idle`](Self::idle), for failure messages.
+    pub fn idle_report(&self) -> String {
+        let mut out = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.node.has_pending_work() {
+                out.push(format!("node {i} has pending work"));
+                if std::env::var_os("SIM_DUMP").is_some() {
+                    for &(l, c) in &n.links {
+                        out.push(format!("  node {i} {}", n.node.link_debug(l)));
+                        let (j, lj) =
+                            self.conns[c].ends[if self.conns[c].ends[0].0 == i { 1 } else { 0 }];
+                        out.push(format!(
+                            "   peer node {j} {}",
+                            self.nodes[j].node.link_debug(lj)
+                        ));
+                    }
+                }
+            }
+            for l in n.node.link_ids() {
+                if n.node.is_suspended(l) {
+                    out.push(format!("node {i} link {l} suspended"));
+                }
+            }
+        }
+        for (e, edge) in self.edges.iter().enumerate() {
+            if edge.enabled && edge.conn.is_none() {
+                out.push(format!("edge {e} not connected"));
+            }
+        }
+        for (k, c) in self.conns.iter().enumerate().filter(|(_, c)| c.alive) {
+            if c.unbound {
+                out.push(format!("conn {k} not routed"));
+            }
+            for (d, p) in c.pending.iter().enumerate() {
+                if !p.is_empty() {
+                    out.push(format!("conn {k} end {d}: {} bytes unread", p.len()));
+                }
+            }
+        }
+        for (k, t) in self.txns.iter().enumerate() {
+            if t.closed.is_none() && !t.orphaned {
+                out.push(format!("txn {k} open: {t:?}"));
+            }
+        }
+        out.join("; ")
     }
 
     /// Runs until the cluster is quiet (its fingerprint unchanged for 3 s of virtual time
@@ -837,12 +1148,38 @@ impl<N: SimNode> Sim<N> {
     }
 }
 
+/// What the answering side of a workload transaction sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Reply {
+    /// "resp", keeping our side open.
+    Resp,
+    /// "resp" and DELETE.
+    RespDelete,
+    /// "bye" and DELETE (the opener closed its side).
+    Bye,
+}
+
 /// A node event, copied out of the node's borrow.
 enum Ev {
     LinkDown(LinkId),
-    Opened { txn: NodeTxn, delete: bool },
-    Message { txn: NodeTxn, delete: bool },
-    Closed { txn: NodeTxn, error: u32 },
+    Suspended(LinkId),
+    Resumed(LinkId),
+    Opened {
+        txn: NodeTxn,
+        delete: bool,
+        /// The workload record named in the payload ("req N").
+        req: Option<usize>,
+    },
+    Message {
+        txn: NodeTxn,
+        delete: bool,
+        /// The payload is an answer ("resp").
+        resp: bool,
+    },
+    Closed {
+        txn: NodeTxn,
+        error: u32,
+    },
     Other,
 }
 
@@ -850,13 +1187,20 @@ impl Ev {
     fn of(ev: &NodeEvent<'_>) -> Ev {
         match ev {
             NodeEvent::LinkDown { link, .. } => Ev::LinkDown(*link),
+            NodeEvent::LinkSuspended { link } => Ev::Suspended(*link),
+            NodeEvent::LinkResumed { link } => Ev::Resumed(*link),
             NodeEvent::Opened { txn, msg, .. } => Ev::Opened {
                 txn: *txn,
                 delete: msg.flags().contains(Flags::DELETE),
+                req: std::str::from_utf8(msg.aux)
+                    .ok()
+                    .and_then(|s| s.strip_prefix("req "))
+                    .and_then(|n| n.parse().ok()),
             },
             NodeEvent::Message { txn, msg } => Ev::Message {
                 txn: *txn,
                 delete: msg.flags().contains(Flags::DELETE),
+                resp: msg.aux == b"resp",
             },
             NodeEvent::Closed { txn, error, .. } => Ev::Closed {
                 txn: *txn,

@@ -1,0 +1,2 @@
+//! Test support: the hub's client (a dmsg-std node runtime in the namespace).
+pub mod client;

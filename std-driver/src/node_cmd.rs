@@ -455,3 +455,21 @@ pub const LEAF_NAMES: &[&str] = &[
 pub fn cluster() -> Uuid {
     default_cluster()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_take_the_default_port_and_port_zero() {
+        assert_eq!(
+            parse_listen("127.0.0.1").unwrap().port(),
+            crate::net::DEFAULT_PORT
+        );
+        assert_eq!(parse_listen("127.0.0.1:0").unwrap().port(), 0);
+        assert_eq!(parse_listen("localhost:0").unwrap().port(), 0);
+        assert_eq!(parse_listen("[::1]:1987").unwrap().port(), 1987);
+        let e = parse_listen("host:99999").unwrap_err();
+        assert!(e.contains("HOST:PORT"), "{e}");
+    }
+}

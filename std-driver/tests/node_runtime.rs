@@ -380,3 +380,125 @@ fn garbage_from_a_peer_ends_only_that_connection() {
         hub.shutdown();
     }
 }
+
+/// A TCP proxy between leaves and the hub whose `cut` ends the leaves' side of every
+/// connection but keeps the hub's side open: the hub sees nothing (a half-open connection).
+struct HalfOpenProxy {
+    addr: SocketAddr,
+    clients: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    _uplinks: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl HalfOpenProxy {
+    fn start(to: SocketAddr) -> HalfOpenProxy {
+        use std::sync::{Arc, Mutex};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let clients = Arc::new(Mutex::new(Vec::new()));
+        let uplinks = Arc::new(Mutex::new(Vec::new()));
+        let (c2, u2) = (clients.clone(), uplinks.clone());
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { return };
+                let Ok(u) = std::net::TcpStream::connect(to) else {
+                    return;
+                };
+                c2.lock().unwrap().push(c.try_clone().unwrap());
+                u2.lock().unwrap().push(u.try_clone().unwrap());
+                let (mut c_r, mut u_w) = (c.try_clone().unwrap(), u.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_r, &mut u_w);
+                });
+                let (mut u_r, mut c_w) = (u, c);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut u_r, &mut c_w);
+                });
+            }
+        });
+        HalfOpenProxy {
+            addr,
+            clients,
+            _uplinks: uplinks,
+        }
+    }
+
+    fn cut(&self) {
+        for c in self.clients.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// The leaf's connection dies but the hub's side stays open (half-open): the leaf redials,
+/// the hub gets a RESUME for a link whose old connection it still holds, drops that one and
+/// resumes; the stream goes on with nothing lost or repeated.
+#[test]
+fn with_sessions_a_resume_over_a_half_open_connection_replaces_it() {
+    const N: usize = 200;
+    let (hub, _hub_ev, addr) = hub_with(true);
+    let proxy = HalfOpenProxy::start(addr);
+    let (a, a_ev) = leaf_with("a", proxy.addr, true);
+    let (_b, _b_ev) = leaf_with("b", addr, true);
+    let cluster = default_cluster();
+    wait_until("a to reach b", || {
+        a.route_to(addr_of(cluster, "b")).unwrap().is_some()
+    });
+    let frame = |k: usize| format!("frame {k:06}").into_bytes();
+    let txn = a
+        .open(
+            addr_of(cluster, "b"),
+            Message::new(Command::DbgShell).with_aux(frame(0)),
+            Flags::empty(),
+        )
+        .unwrap();
+    let (mut sent, mut echoed) = (1usize, 0usize);
+    let end = Instant::now() + DEADLINE;
+    loop {
+        while sent < N && sent - echoed < 8 {
+            let flags = if sent + 1 == N {
+                Flags::DELETE
+            } else {
+                Flags::empty()
+            };
+            match a.send(
+                txn,
+                Message::new(Command::DbgShell).with_aux(frame(sent)),
+                flags,
+            ) {
+                Ok(()) => sent += 1,
+                Err(RtError::Node(NodeError::Link(SendError::WouldBlock { .. }))) => break,
+                Err(e) => panic!("send {sent}: {e}"),
+            }
+        }
+        assert!(Instant::now() < end, "stream stuck at {echoed}/{N} echoes");
+        match a_ev.recv_timeout(Duration::from_millis(5)) {
+            Ok(NodeEvent::Message { txn: t, msg }) if t == txn => {
+                assert_eq!(
+                    msg.aux,
+                    frame(echoed),
+                    "echo {echoed} lost, repeated or out of order"
+                );
+                echoed += 1;
+                if echoed == N / 2 {
+                    proxy.cut();
+                }
+            }
+            Ok(NodeEvent::Closed { txn: t, error, end }) if t == txn => {
+                assert_eq!((error, end), (0, TxnEnd::Completed));
+                break;
+            }
+            Ok(NodeEvent::LinkDown { why, .. }) => panic!("the link went down: {why}"),
+            _ => {}
+        }
+    }
+    assert_eq!(echoed, N);
+    let st = hub.status().unwrap();
+    assert!(st.resumes >= 1, "the hub resumed nothing: {st:?}");
+    assert_eq!(
+        st.links.len(),
+        2,
+        "the old half-open connection is gone: {:?}",
+        st.links
+    );
+    hub.shutdown();
+}

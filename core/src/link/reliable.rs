@@ -528,10 +528,21 @@ pub(super) mod hooks {
             None
         }
 
-        /// In session mode: the largest application frame that leaves `frames` more frames
-        /// and `bytes` more bytes free in the window than usual (`None`: not in session).
+        /// Frames in the session's window the peer has not acknowledged.
         #[inline(always)]
-        fn room_keeping<const TX: usize>(&self, _frames: u16, _bytes: u32) -> Option<usize> {
+        fn unacked(&self) -> usize {
+            0
+        }
+
+        /// In session mode: the largest application frame that leaves room for `frames`
+        /// more frames of `frame_bytes` in the window than usual, `frames` capped at a quarter
+        /// of the window (at least 2); with that room in bytes. `None`: not in session.
+        #[inline(always)]
+        fn room_keeping<const TX: usize>(
+            &self,
+            _frames: u16,
+            _frame_bytes: u32,
+        ) -> Option<(usize, usize)> {
             None
         }
     }
@@ -798,19 +809,29 @@ pub(super) mod hooks {
             Some(*self.session.stats())
         }
 
-        fn room_keeping<const TX: usize>(&self, frames: u16, bytes: u32) -> Option<usize> {
+        fn unacked(&self) -> usize {
+            self.session.in_flight()
+        }
+
+        fn room_keeping<const TX: usize>(
+            &self,
+            frames: u16,
+            frame_bytes: u32,
+        ) -> Option<(usize, usize)> {
             if self.mode != Mode::Session {
                 return None;
             }
+            let frames = frames.min((WF / 4).max(2) as u16);
+            let bytes = frames as u32 * frame_bytes;
             let reserve = Reserve {
                 frames: APP_RESERVE.frames + frames,
                 bytes: APP_RESERVE.bytes + bytes,
             };
-            Some(
-                self.session
-                    .send_room(reserve)
-                    .min(TX.saturating_sub(CTL_RESERVE)),
-            )
+            let room = self
+                .session
+                .send_room(reserve)
+                .min(TX.saturating_sub(CTL_RESERVE));
+            Some((room, bytes as usize))
         }
     }
 }
@@ -856,13 +877,19 @@ where
         self.rel.max_frame(Self::MAX_FRAME)
     }
 
-    /// [`send_capacity`](Connection::send_capacity), but leaving `frames` more frames and
-    /// `bytes` more bytes of a session's window free (the same as `send_capacity` without a
-    /// running session: a plain output queue drains whatever the peer does).
-    pub(crate) fn send_capacity_keeping(&self, frames: u16, bytes: u32) -> usize {
+    /// [`send_capacity`](Connection::send_capacity), but leaving room in a running
+    /// session's window for `frames` more frames of `frame_bytes` each (at most a quarter of
+    /// the window's frames, at least 2), and the bytes so kept. Without a running session:
+    /// `send_capacity` and 0 (a plain output queue drains whatever the peer does).
+    pub(crate) fn send_capacity_keeping(&self, frames: u16, frame_bytes: u32) -> (usize, usize) {
         self.rel
-            .room_keeping::<TX>(frames, bytes)
-            .unwrap_or_else(|| self.send_capacity())
+            .room_keeping::<TX>(frames, frame_bytes)
+            .unwrap_or_else(|| (self.send_capacity(), 0))
+    }
+
+    /// Frames the peer has not acknowledged yet (0 without a session).
+    pub(crate) fn unacked_frames(&self) -> usize {
+        self.rel.unacked()
     }
 
     /// The session's counters, if the connection has session storage.

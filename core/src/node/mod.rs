@@ -256,9 +256,9 @@ where
         64 + crate::wire::align64(msg.ext.len())
     };
     let needed = header + crate::wire::align64(msg.aux.len());
-    let available = pump::open_room(conn);
+    let (available, kept) = pump::open_room(conn);
     // A frame too large to ever leave the room may use it (else it would wait forever).
-    let fits_ever = needed + pump::ANSWER_ROOM as usize <= conn.max_app_frame();
+    let fits_ever = needed + kept <= conn.max_app_frame();
     if available < needed && fits_ever {
         return Err(NodeError::Link(crate::link::SendError::WouldBlock {
             needed,
@@ -765,6 +765,13 @@ impl<
     /// while the session runs; a link whose peer did not offer it has zeros.
     pub fn reliable_stats(&self, link: LinkId) -> Option<ReliableStats> {
         self.slot(link).and_then(|s| s.conn.reliable_stats_any())
+    }
+
+    /// Frames in `link`'s retransmit window the peer has not acknowledged yet (0 for a plain
+    /// link or an unknown one). A driver that wants to know everything it sent arrived (before
+    /// a shutdown, in a test) waits for 0.
+    pub fn unacked_frames(&self, link: LinkId) -> usize {
+        self.slot(link).map_or(0, |s| s.conn.unacked_frames())
     }
 
     /// The counters of `link`'s session itself (frames sent, retransmitted, acked, busy

@@ -144,11 +144,13 @@ const ANSWER: usize = 64;
 /// answers' room kept, every frame that needs an answer can be answered, answers need no
 /// answer, and acks keep flowing. (A plain link's output queue drains into the transport
 /// whatever the peer does, so it keeps nothing.)
-pub(super) const ANSWER_FRAMES: u16 = 4;
-/// Bytes of [`ANSWER_FRAMES`] answers.
-pub(super) const ANSWER_ROOM: u32 = ANSWER_FRAMES as u32 * ANSWER as u32;
+///
+/// At most this many answers' room is kept, and at most a quarter of the window's frames
+/// (at least 2): 8 for a 32-frame window, 3 for an MCU's 12.
+pub(super) const ANSWER_FRAMES: u16 = 8;
 
-/// The largest frame that may need an answer `conn` can take now (see [`ANSWER_FRAMES`]).
+/// The largest frame that may need an answer `conn` can take now, and the bytes kept for
+/// answers (see [`ANSWER_FRAMES`]).
 pub(super) fn open_room<
     const RX: usize,
     const AUX: usize,
@@ -158,12 +160,12 @@ pub(super) fn open_room<
     S,
 >(
     conn: &crate::link::Connection<RX, AUX, TX, TXNS, C, S>,
-) -> usize
+) -> (usize, usize)
 where
     C: Crc32c + Clone,
     S: SessionSlot<C>,
 {
-    conn.send_capacity_keeping(ANSWER_FRAMES, ANSWER_ROOM)
+    conn.send_capacity_keeping(ANSWER_FRAMES, ANSWER as u32)
 }
 
 impl<
@@ -470,7 +472,7 @@ impl<
         if self.routes.is_full() || conn_b.table_entries(Side::Ours) >= TXNS {
             return Self::refuse(txn, err::PARAM);
         }
-        if open_room(conn_b) < len {
+        if open_room(conn_b).0 < len {
             return Decision::Stall;
         }
         Decision::Forward(Forward::Open {
@@ -542,7 +544,7 @@ impl<
                     .slots
                     .get(b)
                     .and_then(|s| s.as_ref())
-                    .is_some_and(|s| open_room(&s.conn) >= len);
+                    .is_some_and(|s| open_room(&s.conn).0 >= len);
                 if !room_b {
                     return Decision::Stall;
                 }
@@ -669,7 +671,7 @@ impl<
             .slots
             .get(b)
             .and_then(|s| s.as_ref())
-            .is_some_and(|s| open_room(&s.conn) >= len);
+            .is_some_and(|s| open_room(&s.conn).0 >= len);
         if !room_b {
             return Decision::Stall;
         }

@@ -22,7 +22,7 @@ use crate::link::{Outgoing, SendError, TxnId};
 use crate::span::{ConnFilter, LinkId, RelayAction, SpanKey};
 use crate::wire::{Body, Cmd, Command, Flags, MsgId};
 
-use super::pump::{open_room, ANSWER_ROOM};
+use super::pump::open_room;
 
 use super::types::{tag, NodeAddr};
 use super::Node;
@@ -418,12 +418,13 @@ impl<
         let body = Body::Span(entry.relayed());
         let msg = Outgoing::new(Command::LnkSpan).with_body(&body);
         let len = Cmd::new(Command::LnkSpan, Flags::CREATE).header_len();
-        let fits_ever = len + ANSWER_ROOM as usize <= slot.conn.max_app_frame();
-        let res = if open_room(&slot.conn) < len && fits_ever {
+        let (room, kept) = open_room(&slot.conn);
+        let fits_ever = len + kept <= slot.conn.max_app_frame();
+        let res = if room < len && fits_ever {
             // The peer must answer it: leave the room for answers (see ANSWER_FRAMES).
             Err(SendError::WouldBlock {
                 needed: len,
-                available: open_room(&slot.conn),
+                available: room,
             })
         } else {
             slot.conn.open(now, &msg, Flags::empty(), None)
@@ -468,9 +469,9 @@ impl<
                 let now = self.now;
                 let sent = match self.slot_mut(conn) {
                     // The peer answers our DELETE: leave the room for answers.
-                    Some(slot) if open_room(&slot.conn) < 64 => Err(SendError::WouldBlock {
+                    Some(slot) if open_room(&slot.conn).0 < 64 => Err(SendError::WouldBlock {
                         needed: 64,
-                        available: open_room(&slot.conn),
+                        available: open_room(&slot.conn).0,
                     }),
                     Some(slot) => slot.conn.delete(now, txn),
                     None => Err(SendError::Closed),

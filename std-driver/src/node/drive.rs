@@ -21,9 +21,13 @@
 //! 16 KiB of aux per frame covers DMSG's block I/O sizes and the bench's 4 KiB payloads; a
 //! frame with more aux is refused by the link (a typed error, counted) rather than buffered.
 //! 64 transactions per hub link cover one leaf's span, the relays of the other nodes to it
-//! (one per node, as each node has one link) and its routed transactions at a time; relays
-//! beyond that wait and are retried (counted in `relay_retries`). A leaf's 512 cover two
-//! relayed spans per remote node for a few hundred nodes.
+//! (one per node, as each node has one link) and its routed transactions at a time. That
+//! bounds what one leaf hears of: about 60 other nodes, fewer while many transactions are
+//! routed over its link; relays beyond that wait and are retried as room frees (counted in
+//! `relay_retries`). A hub of 1,000 leaves that each want every other's span needs a
+//! different size (and a million relays); leaves that only serve (LNK_CONN `peer_mask` 0,
+//! as in the scale test) cost one transaction each. A leaf's 512 cover two relayed spans
+//! per remote node for a couple of hundred nodes.
 
 use std::fmt::Write as _;
 

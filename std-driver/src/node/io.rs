@@ -349,13 +349,6 @@ impl<N: DriveNode> Runtime<N> {
                 }
                 CoreEvent::LinkResumed { link } => {
                     self.resumes += 1;
-                    if let Some(s) = self
-                        .by_link
-                        .get(&link)
-                        .and_then(|&i| self.socks[i].as_mut())
-                    {
-                        s.resumed_over_live = false;
-                    }
                     log::info!("{}: link {link} resumed; nothing lost", self.opts.name);
                     Some(NodeEvent::LinkResumed { link })
                 }
@@ -471,14 +464,15 @@ impl<N: DriveNode> Runtime<N> {
     /// A reliable link lost its transport: drop the socket, keep the link; redial if we
     /// dialled it. False when the suspension is of a transport already replaced.
     fn link_suspended(&mut self, link: LinkId) -> bool {
+        if !self.node.is_suspended(link) {
+            // A stale report: the link was reconnected on a new socket since (the event was
+            // about the transport that socket replaced), or it is already closed (its
+            // LinkDown follows).
+            return false;
+        }
         let mut dial = None;
         if let Some(&i) = self.by_link.get(&link) {
             if let Some(s) = self.socks[i].as_mut() {
-                if s.resumed_over_live {
-                    // About the old transport; this socket carries the link now.
-                    s.resumed_over_live = false;
-                    return false;
-                }
                 dial = s.dial;
                 let why =
                     s.end.as_ref().map(|e| format!("{e:?}")).unwrap_or_else(|| {
@@ -635,14 +629,11 @@ impl<N: DriveNode> Runtime<N> {
 
     /// Socket `i` (a RESUME) takes over suspended (or failing) `link`.
     fn resume_on(&mut self, i: usize, link: LinkId, now: Instant) {
-        let over_live = match self.by_link.remove(&link) {
-            Some(old) => {
-                // A half-open old connection the node did not notice yet.
-                self.drop_sock(old);
-                !self.node.is_suspended(link)
-            }
-            None => false,
-        };
+        if let Some(old) = self.by_link.remove(&link) {
+            // An old connection the node did not see end yet (half-open): the node gives
+            // it up in handle_reconnect.
+            self.drop_sock(old);
+        }
         match self.node.handle_reconnect(now, link) {
             Ok(()) => {
                 if let Some(s) = self.socks[i].as_mut() {
@@ -653,7 +644,6 @@ impl<N: DriveNode> Runtime<N> {
                     );
                     s.link = Some(link);
                     s.phase = Phase::Linked;
-                    s.resumed_over_live = over_live;
                 }
                 self.suspended.remove(&link);
                 self.by_link.insert(link, i);

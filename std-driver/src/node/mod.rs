@@ -517,3 +517,31 @@ pub fn rss_bytes() -> Option<u64> {
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handle_is_send_sync_clone_and_events_are_send() {
+        fn handle<T: Send + Sync + Clone + 'static>() {}
+        fn events<T: Send + 'static>() {}
+        handle::<NodeHandle>();
+        events::<NodeEvents>();
+    }
+
+    #[test]
+    fn node_ids_are_stable_and_distinct() {
+        assert_eq!(uuid_of("alpha"), uuid_of("alpha"));
+        assert_ne!(uuid_of("alpha"), uuid_of("bravo"));
+        let s = span_for(default_cluster(), "alpha");
+        assert_eq!(s.pfs_label.as_str(), Some("alpha"));
+        assert_eq!(
+            addr_of(default_cluster(), "alpha"),
+            NodeAddr {
+                peer_id: s.peer_id,
+                pfs_id: s.pfs_id
+            }
+        );
+    }
+}

@@ -39,9 +39,6 @@ pub(crate) struct Sock {
     pub end: Option<TransportEnd>,
     /// The end was reported to the node (`handle_close`).
     pub close_fed: bool,
-    /// This socket resumed a link whose old transport was not reported lost yet: the
-    /// node's next `LinkSuspended` for the link is about the old one.
-    pub resumed_over_live: bool,
 }
 
 /// What one read pass did.
@@ -62,7 +59,6 @@ impl Sock {
             readable: true,
             end: None,
             close_fed: false,
-            resumed_over_live: false,
         }
     }
 

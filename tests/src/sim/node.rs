@@ -22,6 +22,7 @@ pub trait SimNode {
     fn handle_reconnect(&mut self, now: Instant, link: LinkId) -> Result<(), NodeError>;
     fn find_session(&self, session_id: u64) -> Option<LinkId>;
     fn is_suspended(&self, link: LinkId) -> bool;
+    fn unacked_frames(&self, link: LinkId) -> usize;
     /// Completed resumes on `link` (0 without a session).
     fn link_resumes(&self, link: LinkId) -> u64;
     fn handle_timeout(&mut self, now: Instant);
@@ -98,6 +99,9 @@ impl<
     }
     fn is_suspended(&self, link: LinkId) -> bool {
         Node::is_suspended(self, link)
+    }
+    fn unacked_frames(&self, link: LinkId) -> usize {
+        Node::unacked_frames(self, link)
     }
     fn link_resumes(&self, link: LinkId) -> u64 {
         self.reliable_stats(link).map_or(0, |s| s.resumes)

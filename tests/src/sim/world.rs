@@ -1069,8 +1069,12 @@ impl<N: SimNode> Sim<N> {
             && self.txns.iter().all(|t| t.closed.is_some() || t.orphaned)
             && self.conns.iter().all(|c| !c.alive || !c.unbound)
             && self.nodes.iter().all(|n| {
-                // A session waiting for its transport (or for its grace period to end).
-                n.node.link_ids().iter().all(|&l| !n.node.is_suspended(l))
+                // A session waiting for its transport (or for its grace period to end), or
+                // frames not acknowledged yet (a retransmission may be seconds away).
+                n.node
+                    .link_ids()
+                    .iter()
+                    .all(|&l| !n.node.is_suspended(l) && n.node.unacked_frames(l) == 0)
             })
     }
 
@@ -1095,6 +1099,12 @@ impl<N: SimNode> Sim<N> {
             for l in n.node.link_ids() {
                 if n.node.is_suspended(l) {
                     out.push(format!("node {i} link {l} suspended"));
+                }
+                if n.node.unacked_frames(l) > 0 {
+                    out.push(format!(
+                        "node {i} link {l}: {} frames unacknowledged",
+                        n.node.unacked_frames(l)
+                    ));
                 }
             }
         }

@@ -489,12 +489,17 @@ where
         }
         self.release_delivered();
         let mut used = 0;
+        // The frame's parsed body. Most data frames have none: only the tag is written, and
+        // the 368-byte enum is passed on by reference, never moved.
+        let mut body = Body::None;
         while used < input.len() && self.ready_for_input() {
             let (n, frame) = match self.decoder.decode(&input[used..]) {
                 Ok(out) => {
                     let aux_buf = &mut self.aux;
                     let ext_buf = &mut self.rx_ext;
                     let ext_len = &mut self.rx_ext_len;
+                    let bad_bodies = &mut self.stats.bad_bodies;
+                    let body = &mut body;
                     let frame = out.frame.map(|f| {
                         let aux = f.aux();
                         let copied = match aux_buf.get_mut(..aux.len()) {
@@ -505,7 +510,15 @@ where
                             None => 0, // the decoder limits aux to AUX bytes
                         };
                         *ext_len = copy_opaque_ext(&f, ext_buf);
-                        (f.repr(), f.body(), copied)
+                        match f.body() {
+                            Ok(Body::None) => *body = Body::None,
+                            Ok(b) => *body = b,
+                            Err(_) => {
+                                *bad_bodies += 1;
+                                *body = Body::None;
+                            }
+                        }
+                        (f.repr(), copied)
                     });
                     (out.consumed, frame)
                 }
@@ -519,15 +532,11 @@ where
             self.stats.bytes_in += n as u64;
             self.last_rx = now;
             match frame {
-                Some((hdr, body, aux_len)) => {
-                    let body = body.unwrap_or_else(|_| {
-                        self.stats.bad_bodies += 1;
-                        Body::None
-                    });
+                Some((hdr, aux_len)) => {
                     if self.rel.holding() {
                         S::first_frame(self, now, &hdr, &body);
                     }
-                    self.on_frame(now, hdr, body, aux_len);
+                    self.on_frame(now, hdr, &body, aux_len);
                 }
                 None if n == 0 => break,
                 None => {}

@@ -67,6 +67,17 @@ fn quick_run_with_tiny_counts_reports_every_kind_with_sane_numbers() {
             "{t}"
         );
         assert!(num(t, "ratio_to_raw") > 0.0, "{t}");
+        // CPU time per message, where the kernel reports thread CPU time (its accounting
+        // lags by up to a scheduler tick, so tiny rounds may read zero): never negative, and
+        // the projection follows from it.
+        if !t["send_cpu_ns_per_msg"].is_null() {
+            let (s, r) = (num(t, "send_cpu_ns_per_msg"), num(t, "recv_cpu_ns_per_msg"));
+            assert!(s >= 0.0 && r >= 0.0, "{t}");
+            if s.max(r) > 0.0 {
+                let bound = num(t, "cpu_bound_msgs_per_s");
+                assert!((bound - 1e9 / s.max(r)).abs() <= 0.01 * bound, "{t}");
+            }
+        }
         // Framing overhead per message: 4 bytes raw; DMSG a 64-byte header plus the payload
         // padded to 64.
         let wire = num(t, "wire_bytes_per_msg");
@@ -98,7 +109,8 @@ fn quick_run_with_tiny_counts_reports_every_kind_with_sane_numbers() {
     }
     // The targets this run can check are listed with a verdict each.
     let targets = json["targets"].as_array().expect("targets list");
-    assert_eq!(targets.len(), 4, "{targets:?}");
+    // Four measured; two more CPU-bound projections where thread CPU time was measured.
+    assert!(targets.len() == 4 || targets.len() == 6, "{targets:?}");
     assert!(targets.iter().all(|t| t["met"].is_boolean()));
 }
 

@@ -22,7 +22,7 @@ use crate::clock::Clock;
 const SETUP_LIMIT: Duration = Duration::from_secs(10);
 
 /// Round trips per turn before the next kind of link takes over.
-pub const BLOCK: u64 = 100;
+pub const BLOCK: u64 = 20;
 
 /// The client end of one kind of link.
 enum Client {

@@ -14,8 +14,10 @@
 //! - [`throughput`]: one-way streams.
 //! - [`latency`]: request/reply round trips.
 //! - [`stats`]: percentiles and rounds.
+//! - [`cpu`]: CPU time of a thread.
 //! - [`report`]: the tables and the JSON.
 
+pub mod cpu;
 pub mod engine;
 pub mod latency;
 pub mod link_kind;

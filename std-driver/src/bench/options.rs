@@ -19,7 +19,7 @@ Runs in this process, with threads on 127.0.0.1 (two cores are enough):
   messages/s and MB/s of payload, best round of several, the kinds taking turns;
 - round trips: a DMSG transaction (CREATE|DELETE request, REPLY|DELETE answer carrying the
   same payload) against a raw-TCP ping-pong of one length-prefixed frame each way;
-  p50/p99 of every round trip, the kinds taking turns in blocks of 100.
+  p50/p99 of every round trip, the kinds taking turns in blocks of 20.
 Each is also run with the reliable session on (dmsg+session) unless --no-session.
 Both sides use the same batching: one write per 256 KiB of frames, one read per 256 KiB.
 

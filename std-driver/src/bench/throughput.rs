@@ -16,7 +16,7 @@ use dmsg_core::wire::Command;
 
 use super::engine::{Endpoint, EngineError, Flavor, Plain, ReadOutcome, Then, Wait, WithSession};
 use super::link_kind::{link_config, socket_pair, Kind, LINK_THREAD_STACK};
-use super::raw;
+use super::{cpu, raw};
 use crate::clock::Clock;
 
 /// What one round measured.
@@ -30,6 +30,10 @@ pub struct Round {
     pub wire_bytes: u64,
     /// From the first message sent to the last one received.
     pub elapsed: Duration,
+    /// CPU time of the sending thread over the round (`None` where not measurable).
+    pub send_cpu: Option<Duration>,
+    /// CPU time of the receiving thread over the round.
+    pub recv_cpu: Option<Duration>,
 }
 
 const SETUP_LIMIT: Duration = Duration::from_secs(10);
@@ -75,9 +79,11 @@ struct RecvSide {
     done: mpsc::Sender<()>,
 }
 
-/// The sender's start and wire bytes; the receiver's end and payload bytes.
-type SendResult = Result<(WallClock, u64), String>;
-type RecvResult = Result<(WallClock, u64), String>;
+/// What one side measured: the sender's start (the receiver's end), the bytes it wrote
+/// (payload bytes received) and its CPU time.
+type SideResult = Result<(WallClock, u64, Option<Duration>), String>;
+type SendResult = SideResult;
+type RecvResult = SideResult;
 
 fn run_pair(
     tx_sock: TcpStream,
@@ -119,32 +125,38 @@ fn run_pair(
     let send = s
         .join()
         .map_err(|_| "the sender thread panicked".to_string())?;
-    let (start, wire_bytes) = send.map_err(|e| format!("sender: {e}"))?;
-    let (end, payload_bytes) = recv.map_err(|e| format!("receiver: {e}"))?;
+    let (start, wire_bytes, send_cpu) = send.map_err(|e| format!("sender: {e}"))?;
+    let (end, payload_bytes, recv_cpu) = recv.map_err(|e| format!("receiver: {e}"))?;
     Ok(Round {
         messages: count,
         payload_bytes,
         wire_bytes,
         elapsed: end.saturating_duration_since(start),
+        send_cpu,
+        recv_cpu,
     })
 }
 
 fn raw_sender(mut side: SendSide) -> SendResult {
     let payload = vec![0xA5u8; side.size];
     side.ready.wait();
+    let cpu = cpu::thread_cpu_time();
     let start = WallClock::now();
     let wire = raw::send(&mut side.stream, side.count, &payload).map_err(|e| e.to_string())?;
+    let cpu = cpu::since(cpu);
     // Keep the socket open until the receiver has everything.
     let _ = side.done.recv();
-    Ok((start, wire))
+    Ok((start, wire, cpu))
 }
 
 fn raw_receiver(mut side: RecvSide) -> RecvResult {
     side.ready.wait();
+    let cpu = cpu::thread_cpu_time();
     let bytes = raw::receive(&mut side.stream, side.count).map_err(|e| e.to_string())?;
     let end = WallClock::now();
+    let cpu = cpu::since(cpu);
     let _ = side.done.send(());
-    Ok((end, bytes))
+    Ok((end, bytes, cpu))
 }
 
 fn dmsg_sender<S: Flavor>(side: SendSide) -> SendResult {
@@ -159,6 +171,7 @@ fn dmsg_sender<S: Flavor>(side: SendSide) -> SendResult {
     let payload = vec![0xA5u8; side.size];
     let msg = Outgoing::new(Command::DbgShell).with_aux(&payload);
     let wire_before = ep.io.bytes_out;
+    let cpu = cpu::thread_cpu_time();
     let start = WallClock::now();
     let mut sent = 0;
     while sent < side.count {
@@ -195,6 +208,7 @@ fn dmsg_sender<S: Flavor>(side: SendSide) -> SendResult {
         ep.tick().map_err(fail)?;
     }
     ep.flush().map_err(fail)?;
+    let cpu = cpu::since(cpu);
     let wire = ep.io.bytes_out - wire_before;
     // Keep serving acks until the receiver has everything (a session's window may still
     // hold frames to retransmit), then close.
@@ -210,7 +224,7 @@ fn dmsg_sender<S: Flavor>(side: SendSide) -> SendResult {
         ep.tick().map_err(fail)?;
         ep.flush().map_err(fail)?;
     }
-    Ok((start, wire))
+    Ok((start, wire, cpu))
 }
 
 fn dmsg_receiver<S: Flavor>(side: RecvSide) -> RecvResult {
@@ -219,6 +233,7 @@ fn dmsg_receiver<S: Flavor>(side: RecvSide) -> RecvResult {
         .and_then(|mut ep| ep.establish(SETUP_LIMIT).map(|()| ep));
     side.ready.wait();
     let mut ep = setup.map_err(fail)?;
+    let cpu = cpu::thread_cpu_time();
     let (mut got, mut bytes) = (0u64, 0u64);
     while got < side.count {
         if ep.read(Wait::Tick).map_err(fail)? == ReadOutcome::Eof {
@@ -239,6 +254,7 @@ fn dmsg_receiver<S: Flavor>(side: RecvSide) -> RecvResult {
         ep.flush().map_err(fail)?;
     }
     let end = WallClock::now();
+    let cpu = cpu::since(cpu);
     let _ = side.done.send(());
-    Ok((end, bytes))
+    Ok((end, bytes, cpu))
 }

@@ -609,6 +609,53 @@ where
         n
     }
 
+    /// The queued output, lent instead of copied: the bytes [`poll_transmit`] would return,
+    /// to be written straight from the output queue. Call [`transmit_done`] with how many
+    /// were written. `None` while the reliable session runs (or waits for the peer's
+    /// LNK_CONN): its frames live in the retransmit window; use [`poll_transmit`] then.
+    ///
+    /// A host writing large batches saves one copy of every byte it sends this way.
+    ///
+    /// ```
+    /// use dmsg_core::link::{HostConnection, LinkConfig};
+    /// use dmsg_core::time::Instant;
+    ///
+    /// let now = Instant::ZERO;
+    /// let mut conn = Box::new(HostConnection::new(now, &LinkConfig::default(), Default::default()).unwrap());
+    /// let mut socket = Vec::new(); // stands for the transport
+    /// if let Some(bytes) = conn.transmit_ready() {
+    ///     socket.extend_from_slice(bytes); // our LNK_CONN
+    ///     let n = bytes.len();
+    ///     conn.transmit_done(now, n);
+    /// }
+    /// assert_eq!(socket.len(), 6 * 64); // our LNK_CONN: a 6-block header
+    /// assert_eq!(conn.pending_transmit(), 0);
+    /// ```
+    ///
+    /// [`poll_transmit`]: Self::poll_transmit
+    /// [`transmit_done`]: Self::transmit_done
+    pub fn transmit_ready(&self) -> Option<&[u8]> {
+        if self.rel.in_session() || self.rel.holding() {
+            return None;
+        }
+        Some(self.out.waiting())
+    }
+
+    /// Marks the first `n` bytes of [`transmit_ready`](Self::transmit_ready) as written:
+    /// they leave the queue, as if [`poll_transmit`](Self::poll_transmit) had returned them.
+    /// `n` is capped at what is queued; no effect while the session runs (see
+    /// `transmit_ready`).
+    pub fn transmit_done(&mut self, now: Instant, n: usize) {
+        if self.rel.in_session() || self.rel.holding() {
+            return;
+        }
+        let n = self.out.consume(n);
+        if n > 0 {
+            self.stats.bytes_out += n as u64;
+            self.last_tx = now;
+        }
+    }
+
     /// The next event, borrowing the connection until the next call (aux data stays in an
     /// internal buffer until then). Call until `None` after every input.
     #[must_use = "events must be handled"]

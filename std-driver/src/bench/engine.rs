@@ -4,9 +4,11 @@
 //! driver: one thread owns both the connection and the socket (no channels, no locks), and
 //! every system call moves many frames:
 //!
-//! - **out**: [`poll_transmit`](Connection::poll_transmit) is pulled into one large buffer
-//!   ([`Endpoint::collect`]) and written with one `write` when it is full or the batch ends
-//!   ([`Endpoint::flush`]);
+//! - **out**: a batch of frames is written with one `write` straight from the connection's
+//!   output queue ([`transmit_ready`](Connection::transmit_ready), no copy;
+//!   [`Endpoint::flush`]); answers produced while input is read are pulled with
+//!   [`poll_transmit`](Connection::poll_transmit) into one buffer ([`Endpoint::collect`]) and
+//!   written together;
 //! - **in**: one `read` of up to [`READ_BUF`] bytes, then
 //!   [`handle_input`](Connection::handle_input) and [`poll_event`](Connection::poll_event)
 //!   until the chunk is used up ([`Endpoint::pump`]);
@@ -232,12 +234,30 @@ impl<S: Flavor> Endpoint<S> {
         }
     }
 
-    /// [`collect`](Self::collect), then writes the batch; returns the bytes written.
+    /// Writes everything out: the batch buffer first (it holds older bytes), then the
+    /// connection's output queue straight from where it lies
+    /// ([`transmit_ready`](Connection::transmit_ready), no copy) or, while the session
+    /// runs, through [`collect`](Self::collect). Returns the bytes written.
     pub fn flush(&mut self) -> Result<usize, EngineError> {
         let now = self.now();
         let before = self.io.bytes_out;
-        self.collect(now)?;
         self.write_batch()?;
+        self.set_nonblocking(false)?;
+        match self.conn.transmit_ready() {
+            Some(bytes) => {
+                let n = bytes.len();
+                if n > 0 {
+                    self.stream.write_all(bytes)?;
+                    self.conn.transmit_done(now, n);
+                    self.io.writes += 1;
+                    self.io.bytes_out += n as u64;
+                }
+            }
+            None => {
+                self.collect(now)?;
+                self.write_batch()?;
+            }
+        }
         Ok((self.io.bytes_out - before) as usize)
     }
 

@@ -157,6 +157,8 @@ pub mod config;
 mod error;
 pub mod event;
 pub(crate) mod index;
+#[cfg(test)]
+mod lent_tests;
 mod outq;
 pub mod reliable;
 mod rx;
@@ -348,6 +350,9 @@ pub struct Connection<
     rx_body: Body,
     aux: [u8; AUX],
     aux_len: usize,
+    /// The pending frame's aux data was not copied into `aux`: it lies at this offset of
+    /// the input lent through [`LentInput`] (which copies it in if it is dropped first).
+    aux_lent: Option<usize>,
     rx_ext: [u8; OPAQUE_EXT_MAX],
     rx_ext_len: usize,
     next_msgid: u64,
@@ -438,6 +443,7 @@ where
             rx_body: Body::None,
             aux: [0u8; AUX],
             aux_len: 0,
+            aux_lent: None,
             rx_ext: [0u8; OPAQUE_EXT_MAX],
             rx_ext_len: 0,
             next_msgid: config.msgid_base,
@@ -480,6 +486,61 @@ where
     /// lacks room for answers. After the link closed, all input is discarded (and counted).
     #[must_use = "unused input must be fed again after draining transmit and events"]
     pub fn handle_input(&mut self, now: Instant, input: &[u8]) -> usize {
+        self.input_frames(now, input, false)
+    }
+
+    /// [`handle_input`](Self::handle_input) with the input lent to the events it produces:
+    /// the aux data of a frame that lies whole in `input` is handed out from there instead
+    /// of being copied into the connection. Take the events from the returned
+    /// [`LentInput`] (then commands through [`LentInput::conn`], or after dropping it); its
+    /// [`used`](LentInput::used) is what `handle_input` would return. Dropping it with the
+    /// frame's event not taken copies the aux data in, so nothing is lost. With the
+    /// reliable session running, aux data is copied as by `handle_input`.
+    ///
+    /// A host reading large chunks saves one copy of every payload byte it receives.
+    ///
+    /// ```
+    /// use dmsg_core::link::{Event, HostConnection, LinkConfig, Outgoing};
+    /// use dmsg_core::time::Instant;
+    /// use dmsg_core::wire::Command;
+    ///
+    /// let now = Instant::ZERO;
+    /// let new = || Box::new(HostConnection::new(now, &LinkConfig::default(), Default::default()).unwrap());
+    /// let (mut a, mut b) = (new(), new());
+    /// a.send_one_way(now, &Outgoing::new(Command::DbgShell).with_aux(b"hello"), false, None).unwrap();
+    /// let mut wire = vec![0u8; 4096];
+    /// let n = a.poll_transmit(now, &mut wire); // A's LNK_CONN, then the message
+    ///
+    /// let mut input = &wire[..n];
+    /// let mut got = Vec::new();
+    /// while !input.is_empty() {
+    ///     let mut lent = b.handle_input_lent(now, input);
+    ///     let used = lent.used();
+    ///     while let Some(ev) = lent.poll_event() {
+    ///         if let Event::OneWay { msg } = ev {
+    ///             got.extend_from_slice(msg.aux); // borrowed from `input`
+    ///         }
+    ///     }
+    ///     drop(lent);
+    ///     input = &input[used..];
+    ///     while b.poll_transmit(now, &mut [0u8; 512]) > 0 {} // B's answers (dropped here)
+    /// }
+    /// assert_eq!(got, b"hello");
+    /// ```
+    pub fn handle_input_lent<'c, 'i>(
+        &'c mut self,
+        now: Instant,
+        input: &'i [u8],
+    ) -> LentInput<'c, 'i, RX, AUX, TX, TXNS, C, S> {
+        let used = self.input_frames(now, input, true);
+        LentInput {
+            conn: self,
+            input,
+            used,
+        }
+    }
+
+    fn input_frames(&mut self, now: Instant, input: &[u8], lend: bool) -> usize {
         if self.is_closed() {
             self.stats.rx_bytes_discarded += input.len() as u64;
             return input.len();
@@ -496,18 +557,25 @@ where
             let (n, frame) = match self.decoder.decode(&input[used..]) {
                 Ok(out) => {
                     let aux_buf = &mut self.aux;
+                    let aux_lent = &mut self.aux_lent;
                     let ext_buf = &mut self.rx_ext;
                     let ext_len = &mut self.rx_ext_len;
                     let bad_bodies = &mut self.stats.bad_bodies;
                     let body = &mut body;
                     let frame = out.frame.map(|f| {
                         let aux = f.aux();
-                        let copied = match aux_buf.get_mut(..aux.len()) {
-                            Some(dst) => {
+                        *aux_lent = if lend {
+                            offset_within(input, aux)
+                        } else {
+                            None
+                        };
+                        let copied = match (*aux_lent, aux_buf.get_mut(..aux.len())) {
+                            (Some(_), _) => aux.len(),
+                            (None, Some(dst)) => {
                                 dst.copy_from_slice(aux);
                                 aux.len()
                             }
-                            None => 0, // the decoder limits aux to AUX bytes
+                            (None, None) => 0, // the decoder limits aux to AUX bytes
                         };
                         *ext_len = copy_opaque_ext(&f, ext_buf);
                         match f.body() {
@@ -660,6 +728,16 @@ where
     /// internal buffer until then). Call until `None` after every input.
     #[must_use = "events must be handled"]
     pub fn poll_event(&mut self) -> Option<Event<'_>> {
+        debug_assert!(
+            self.aux_lent.is_none(),
+            "a LentInput copies its aux in when dropped"
+        );
+        self.poll_event_from(&[])
+    }
+
+    /// [`poll_event`](Self::poll_event), with the pending frame's aux data taken from
+    /// `lent` when it was lent (see [`handle_input_lent`](Self::handle_input_lent)).
+    fn poll_event_from<'a>(&'a mut self, lent: &'a [u8]) -> Option<Event<'a>> {
         self.release_delivered();
         if let Some(n) = self.notices.pop() {
             return Some(self.notice_event(n));
@@ -669,7 +747,7 @@ where
         }
         if let Some(rx) = self.rx {
             self.rx_delivered = true;
-            return Some(self.rx_event(rx));
+            return Some(self.rx_event(rx, lent));
         }
         for side in [Side::Ours, Side::Theirs] {
             if let Some(slot) = self.table_mut(side).take_ended() {
@@ -704,7 +782,8 @@ where
         }
         if let Some(rx) = self.rx {
             if !self.rx_delivered {
-                return Some(self.rx_event(rx));
+                debug_assert!(self.aux_lent.is_none());
+                return Some(self.rx_event(rx, &[]));
             }
         }
         for side in [Side::Ours, Side::Theirs] {
@@ -732,11 +811,16 @@ where
         }
     }
 
-    fn rx_event(&self, rx: RxEvent) -> Event<'_> {
+    /// The event of the pending frame; its aux data from `lent` if it was lent.
+    fn rx_event<'a>(&'a self, rx: RxEvent, lent: &'a [u8]) -> Event<'a> {
+        let aux = match self.aux_lent {
+            Some(at) => lent.get(at..at + self.aux_len).unwrap_or(&[]),
+            None => self.aux.get(..self.aux_len).unwrap_or(&[]),
+        };
         let msg = Received {
             header: rx.header,
             body: &self.rx_body,
-            aux: self.aux.get(..self.aux_len).unwrap_or(&[]),
+            aux,
             ext: self.rx_ext.get(..self.rx_ext_len).unwrap_or(&[]),
         };
         match rx.kind {
@@ -907,7 +991,23 @@ where
             self.rx = None;
             self.rx_delivered = false;
             self.aux_len = 0;
+            self.aux_lent = None;
             self.rx_ext_len = 0;
+        }
+    }
+
+    /// Copies lent aux data (at its offset in `lent`) into the connection's own buffer.
+    fn take_in_lent_aux(&mut self, lent: &[u8]) {
+        if let Some(at) = self.aux_lent.take() {
+            let n = self.aux_len;
+            match (lent.get(at..at + n), self.aux.get_mut(..n)) {
+                (Some(src), Some(dst)) => dst.copy_from_slice(src),
+                _ => {
+                    // Unreachable: the offset was taken from this very input.
+                    debug_assert!(false, "lent aux outside its input");
+                    self.aux_len = 0;
+                }
+            }
         }
     }
 
@@ -1067,5 +1167,69 @@ fn copy_opaque_ext(f: &crate::decode::Frame<'_>, dst: &mut [u8; OPAQUE_EXT_MAX])
             ext.len()
         }
         None => 0,
+    }
+}
+
+/// The offset of `part` in `whole` when `part` lies inside it (compared by address).
+fn offset_within(whole: &[u8], part: &[u8]) -> Option<usize> {
+    let start = whole.as_ptr() as usize;
+    let at = (part.as_ptr() as usize).checked_sub(start)?;
+    (at.checked_add(part.len())? <= whole.len()).then_some(at)
+}
+
+/// Input lent to the events it produced: see [`Connection::handle_input_lent`].
+pub struct LentInput<
+    'c,
+    'i,
+    const RX: usize,
+    const AUX: usize,
+    const TX: usize,
+    const TXNS: usize,
+    C,
+    S,
+> where
+    C: Crc32c + Clone,
+    S: SessionSlot<C>,
+{
+    conn: &'c mut Connection<RX, AUX, TX, TXNS, C, S>,
+    input: &'i [u8],
+    used: usize,
+}
+
+impl<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize, C, S>
+    LentInput<'_, '_, RX, AUX, TX, TXNS, C, S>
+where
+    C: Crc32c + Clone,
+    S: SessionSlot<C>,
+{
+    /// Bytes of the input used (feed the rest again after draining, as for
+    /// [`Connection::handle_input`]).
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    /// The next event, as [`Connection::poll_event`]; a frame's aux data may borrow the
+    /// input.
+    #[must_use = "events must be handled"]
+    pub fn poll_event(&mut self) -> Option<Event<'_>> {
+        self.conn.poll_event_from(self.input)
+    }
+
+    /// The connection, for commands (the answer to an event). Aux data still lent is copied
+    /// in first.
+    pub fn conn(&mut self) -> &mut Connection<RX, AUX, TX, TXNS, C, S> {
+        self.conn.take_in_lent_aux(self.input);
+        self.conn
+    }
+}
+
+impl<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize, C, S> Drop
+    for LentInput<'_, '_, RX, AUX, TX, TXNS, C, S>
+where
+    C: Crc32c + Clone,
+    S: SessionSlot<C>,
+{
+    fn drop(&mut self) {
+        self.conn.take_in_lent_aux(self.input);
     }
 }

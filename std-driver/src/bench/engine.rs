@@ -10,8 +10,8 @@
 //!   [`poll_transmit`](Connection::poll_transmit) into one buffer ([`Endpoint::collect`]) and
 //!   written together;
 //! - **in**: one `read` of up to [`READ_BUF`] bytes, then
-//!   [`handle_input`](Connection::handle_input) and [`poll_event`](Connection::poll_event)
-//!   until the chunk is used up ([`Endpoint::pump`]);
+//!   [`handle_input_lent`](Connection::handle_input_lent) and its events until the chunk is
+//!   used up, payloads read where they arrived ([`Endpoint::pump`]);
 //! - **timers**: the socket has a short read timeout ([`TICK`]), so a blocked read returns
 //!   often enough for [`Endpoint::tick`] to run `handle_timeout` (the session's delayed acks,
 //!   keepalives).
@@ -22,6 +22,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dmsg_core::link::{
@@ -32,6 +33,11 @@ use dmsg_core::wire::{Command, Flags};
 
 use crate::clock::Clock;
 use crate::crc::HwCrc32c;
+
+/// When set, [`Endpoint::pump`] feeds input with [`handle_input`](Connection::handle_input)
+/// (payloads copied into the connection) instead of lending it: `dmsg bench --copy-input`,
+/// to measure what lending saves.
+pub static COPY_INPUT: AtomicBool = AtomicBool::new(false);
 
 /// Largest payload (aux bytes) the benchmark links accept.
 pub const AUX_MAX: usize = 64 * 1024;
@@ -319,15 +325,79 @@ impl<S: Flavor> Endpoint<S> {
         }
     }
 
-    /// Feeds the buffered input to the connection, following the drive contract: after each
-    /// `handle_input`, output is pulled into the batch buffer and every event goes to
-    /// `on_event` (with a scratch buffer for [`Then::Reply`]). Output stays in the batch
-    /// buffer; call [`flush`](Self::flush) after.
+    /// Feeds the buffered input to the connection, following the drive contract: every
+    /// event goes to `on_event` (with a scratch buffer for [`Then::Reply`]), then output is
+    /// pulled into the batch buffer, before more input. The input is lent to the events
+    /// ([`handle_input_lent`](Connection::handle_input_lent)): payloads are read where they
+    /// arrived, not copied into the connection. Output stays in the batch buffer; call
+    /// [`flush`](Self::flush) after.
     pub fn pump<F>(&mut self, mut on_event: F) -> Result<(), EngineError>
     where
         F: FnMut(&Event<'_>, &mut Vec<u8>) -> Then,
     {
         let now = self.now();
+        if COPY_INPUT.load(Ordering::Relaxed) {
+            return self.pump_copying(now, on_event);
+        }
+        let mut stalls = 0;
+        loop {
+            let mut reply = None;
+            let mut closed = None;
+            let used = {
+                let mut lent = self
+                    .conn
+                    .handle_input_lent(now, &self.rbuf[self.rpos..self.rlen]);
+                let used = lent.used();
+                self.scratch.clear();
+                while let Some(ev) = lent.poll_event() {
+                    if let Event::LinkClosed { reason } = ev {
+                        closed = Some(reason);
+                        break;
+                    }
+                    if let Then::Reply(txn) = on_event(&ev, &mut self.scratch) {
+                        // One frame per call: at most one request to answer.
+                        reply = Some(txn);
+                    }
+                }
+                used
+            };
+            if let Some(reason) = closed {
+                return Err(EngineError::Link(format!("the link closed: {reason:?}")));
+            }
+            self.rpos += used;
+            if let Some(txn) = reply {
+                let scratch = std::mem::take(&mut self.scratch);
+                let sent = self.reply(now, txn, &scratch);
+                self.scratch = scratch;
+                sent?;
+            }
+            self.collect(now)?;
+            self.drain_events(now, &mut on_event)?;
+            if self.rpos == self.rlen {
+                return Ok(());
+            }
+            if used == 0 {
+                // Only a full output queue holds input back once every event is polled:
+                // write the batch out and try again.
+                self.write_batch()?;
+                stalls += 1;
+                if stalls > 2 {
+                    return Err(EngineError::Link(
+                        "the link stopped taking input with its output drained".into(),
+                    ));
+                }
+            } else {
+                stalls = 0;
+            }
+        }
+    }
+
+    /// [`pump`](Self::pump) with the payloads copied into the connection
+    /// ([`handle_input`](Connection::handle_input), then [`poll_event`](Connection::poll_event)).
+    fn pump_copying<F>(&mut self, now: Instant, mut on_event: F) -> Result<(), EngineError>
+    where
+        F: FnMut(&Event<'_>, &mut Vec<u8>) -> Then,
+    {
         let mut stalls = 0;
         loop {
             let used = self
@@ -340,8 +410,6 @@ impl<S: Flavor> Endpoint<S> {
                 return Ok(());
             }
             if used == 0 {
-                // Only a full output queue holds input back once every event is polled:
-                // write the batch out and try again.
                 self.write_batch()?;
                 stalls += 1;
                 if stalls > 2 {

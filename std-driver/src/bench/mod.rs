@@ -115,6 +115,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, Str
 }
 
 fn run_here(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, String> {
+    engine::COPY_INPUT.store(opts.copy_input, std::sync::atomic::Ordering::Relaxed);
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1: {e}"))?;
     let kinds = kinds(opts);
     let mut report = Report::new(opts);

@@ -34,6 +34,8 @@ Options:
       --no-session         leave out the reliable-session variant
       --no-throughput      leave out the one-way throughput part
       --no-latency         leave out the round-trip part
+      --copy-input         feed input with handle_input (payloads copied into the link)
+                           instead of handle_input_lent, to see what lending saves
       --json               print the results as one JSON object instead of tables
   -q, --quiet              no progress on standard error
   -h, --help               show this help
@@ -64,6 +66,8 @@ pub struct Options {
     pub quiet: bool,
     /// `--quick` was given.
     pub quick: bool,
+    /// `--copy-input`: feed input with `handle_input` instead of `handle_input_lent`.
+    pub copy_input: bool,
 }
 
 impl Options {
@@ -80,6 +84,7 @@ impl Options {
             json: false,
             quiet: false,
             quick: false,
+            copy_input: false,
         }
     }
 
@@ -116,6 +121,7 @@ pub fn parse(args: &[OsString]) -> Result<Parsed, UsageError> {
     let mut round_trips = None;
     let (mut session, mut throughput, mut latency, mut json, mut quiet) =
         (true, true, true, false, false);
+    let mut copy_input = false;
     while let Some(arg) = r.next_arg() {
         match arg {
             Arg::Option(name, inline) => match name {
@@ -169,6 +175,10 @@ pub fn parse(args: &[OsString]) -> Result<Parsed, UsageError> {
                     r.no_value(name, inline)?;
                     json = true;
                 }
+                "--copy-input" => {
+                    r.no_value(name, inline)?;
+                    copy_input = true;
+                }
                 "-q" | "--quiet" => {
                     r.no_value(name, inline)?;
                     quiet = true;
@@ -197,6 +207,7 @@ pub fn parse(args: &[OsString]) -> Result<Parsed, UsageError> {
     o.session = session;
     o.json = json;
     o.quiet = quiet;
+    o.copy_input = copy_input;
     if !throughput {
         o.sizes.clear();
     }

@@ -151,6 +151,8 @@ pub struct Report {
     pub round_trips: u64,
     /// `--quick`.
     pub quick: bool,
+    /// `--copy-input`.
+    pub copy_input: bool,
     /// The machine's 1-minute load average at the start and the end (Linux).
     pub load: (Option<f64>, Option<f64>),
     /// Online CPUs.
@@ -185,6 +187,7 @@ impl Report {
             rounds: opts.rounds,
             round_trips: opts.round_trips,
             quick: opts.quick,
+            copy_input: opts.copy_input,
             load: (load_average(), None),
             cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
             throughput: Vec::new(),
@@ -328,8 +331,9 @@ impl Report {
         let load = |l: Option<f64>| l.map_or("unknown".to_string(), |v| format!("{v:.2}"));
         let _ = writeln!(
             s,
-            "dmsg bench{}: loopback TCP, one process, {} CPUs, load average {} at start, {} at end",
+            "dmsg bench{}{}: loopback TCP, one process, {} CPUs, load average {} at start, {} at end",
             if self.quick { " --quick" } else { "" },
+            if self.copy_input { " --copy-input" } else { "" },
             self.cpus,
             load(self.load.0),
             load(self.load.1)
@@ -428,8 +432,9 @@ impl Report {
         let mut s = String::from("{");
         let _ = write!(
             s,
-            "\"quick\":{},\"cpus\":{},\"load_start\":{},\"load_end\":{},\"rounds\":{},\"round_trips\":{}",
+            "\"quick\":{},\"copy_input\":{},\"cpus\":{},\"load_start\":{},\"load_end\":{},\"rounds\":{},\"round_trips\":{}",
             self.quick,
+            self.copy_input,
             self.cpus,
             num(self.load.0),
             num(self.load.1),

@@ -106,11 +106,15 @@ fn quick_run_with_tiny_counts_reports_every_kind_with_sane_numbers() {
         let (p50, p99) = (num(l, "p50_us"), num(l, "p99_us"));
         assert!(p50 > 0.0 && p50 <= p99 && p99.is_finite(), "{l}");
         assert!(num(l, "mean_us") > 0.0, "{l}");
+        if !l["cpu_ns_per_round_trip"].is_null() {
+            assert!(num(l, "cpu_ns_per_round_trip") >= 0.0, "{l}");
+        }
     }
     // The targets this run can check are listed with a verdict each.
     let targets = json["targets"].as_array().expect("targets list");
-    // Four measured; two more CPU-bound projections where thread CPU time was measured.
-    assert!(targets.len() == 4 || targets.len() == 6, "{targets:?}");
+    // Four measured; up to two more CPU-bound projections where thread CPU time was
+    // measured (tiny rounds may read none: the kernel's figure lags by a tick).
+    assert!((4..=6).contains(&targets.len()), "{targets:?}");
     assert!(targets.iter().all(|t| t["met"].is_boolean()));
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant as WallClock};
 use dmsg_core::link::{Event, Outgoing};
 use dmsg_core::wire::{Command, Flags};
 
+use super::cpu;
 use super::engine::{Endpoint, EngineError, Flavor, Plain, ReadOutcome, Then, Wait, WithSession};
 use super::link_kind::{link_config, socket_pair, Kind, LINK_THREAD_STACK};
 use super::raw::{self, FrameReader};
@@ -39,7 +40,7 @@ enum Client {
 struct Pair {
     kind: Kind,
     client: Client,
-    server: JoinHandle<Result<u64, String>>,
+    server: JoinHandle<Result<(u64, Option<Duration>), String>>,
 }
 
 impl Pair {
@@ -49,7 +50,11 @@ impl Pair {
             .name(format!("bench-echo-{kind}"))
             .stack_size(LINK_THREAD_STACK);
         let server = match kind {
-            Kind::Raw => spawn.spawn(move || raw::echo(s).map_err(|e| e.to_string())),
+            Kind::Raw => spawn.spawn(move || {
+                let cpu = cpu::thread_cpu_time();
+                let answered = raw::echo(s).map_err(|e| e.to_string())?;
+                Ok((answered, cpu::since(cpu)))
+            }),
             Kind::Dmsg => spawn.spawn(move || dmsg_echo::<Plain>(s)),
             Kind::Session => spawn.spawn(move || dmsg_echo::<WithSession>(s)),
         }
@@ -94,8 +99,8 @@ impl Pair {
         .map_err(|e| format!("{kind}: {e}"))
     }
 
-    /// Closes the client and collects the server's count of answers.
-    fn finish(self) -> Result<u64, String> {
+    /// Closes the client and collects the server's count of answers and its CPU time.
+    fn finish(self) -> Result<(u64, Option<Duration>), String> {
         drop(self.client);
         self.server
             .join()
@@ -147,18 +152,19 @@ fn dmsg_round_trip<S: Flavor>(ep: &mut Endpoint<S>, payload: &[u8]) -> Result<Du
 }
 
 /// The DMSG echo server: answers every transaction with its request's payload, until the
-/// client closes; returns how many it answered.
-fn dmsg_echo<S: Flavor>(stream: TcpStream) -> Result<u64, String> {
+/// client closes; returns how many it answered and its CPU time.
+fn dmsg_echo<S: Flavor>(stream: TcpStream) -> Result<(u64, Option<Duration>), String> {
     let fail = |e: EngineError| e.to_string();
+    let cpu = cpu::thread_cpu_time();
     let mut ep =
         Endpoint::<S>::new(stream, &link_config::<S>(0xEC40), Clock::new()).map_err(fail)?;
     let mut answered = 0u64;
     loop {
         match ep.read(Wait::Tick) {
-            Ok(ReadOutcome::Eof) => return Ok(answered),
+            Ok(ReadOutcome::Eof) => return Ok((answered, cpu::since(cpu))),
             Ok(_) => {}
             Err(EngineError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                return Ok(answered)
+                return Ok((answered, cpu::since(cpu)))
             }
             Err(e) => return Err(fail(e)),
         }
@@ -176,6 +182,17 @@ fn dmsg_echo<S: Flavor>(stream: TcpStream) -> Result<u64, String> {
     }
 }
 
+/// The round trips of one kind of link.
+pub struct Measured {
+    /// The kind of link.
+    pub kind: Kind,
+    /// Every measured round trip.
+    pub samples: Samples,
+    /// CPU time of client and server per round trip, in ns (`None` where thread CPU time
+    /// is not measurable).
+    pub cpu_ns_per_round_trip: Option<f64>,
+}
+
 /// Round trips of `size` bytes: `count` per kind (after a warm-up of a tenth, at most 200,
 /// not counted), in turns of [`BLOCK`]. `progress` is told after each turn (kind, done).
 pub fn measure(
@@ -184,7 +201,7 @@ pub fn measure(
     size: usize,
     count: u64,
     progress: &mut dyn FnMut(Kind, u64),
-) -> Result<Vec<(Kind, Samples)>, String> {
+) -> Result<Vec<Measured>, String> {
     let payload = vec![0x5Au8; size];
     let mut pairs = Vec::new();
     for &k in kinds {
@@ -197,28 +214,51 @@ pub fn measure(
         }
     }
     let mut samples: Vec<Samples> = kinds.iter().map(|_| Samples::new()).collect();
+    let mut client_cpu: Vec<Option<Duration>> =
+        kinds.iter().map(|_| Some(Duration::ZERO)).collect();
     let mut done = 0;
     while done < count {
         let n = BLOCK.min(count - done);
-        for (p, s) in pairs.iter_mut().zip(samples.iter_mut()) {
+        for ((p, s), c) in pairs
+            .iter_mut()
+            .zip(samples.iter_mut())
+            .zip(client_cpu.iter_mut())
+        {
+            let before = cpu::thread_cpu_time();
             for _ in 0..n {
                 s.push(p.round_trip(&payload)?);
             }
+            *c = match (*c, cpu::since(before)) {
+                (Some(total), Some(turn)) => Some(total + turn),
+                _ => None,
+            };
             progress(p.kind, done + n);
         }
         done += n;
     }
     let mut out = Vec::new();
-    for (p, s) in pairs.into_iter().zip(samples) {
+    for ((p, s), c) in pairs.into_iter().zip(samples).zip(client_cpu) {
         let kind = p.kind;
-        let answered = p.finish()?;
+        let (answered, server_cpu) = p.finish()?;
         if answered != warm + count {
             return Err(format!(
                 "{kind} echo server answered {answered} of {} requests",
                 warm + count
             ));
         }
-        out.push((kind, s));
+        // CPU per round trip: the client's over the measured ones, the server's over all it
+        // answered (warm-up included).
+        let per_rt = match (c, server_cpu) {
+            (Some(c), Some(sv)) if count > 0 && answered > 0 => {
+                Some(c.as_nanos() as f64 / count as f64 + sv.as_nanos() as f64 / answered as f64)
+            }
+            _ => None,
+        };
+        out.push(Measured {
+            kind,
+            samples: s,
+            cpu_ns_per_round_trip: per_rt,
+        });
     }
     Ok(out)
 }

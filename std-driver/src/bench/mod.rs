@@ -133,10 +133,13 @@ fn run_here(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, St
                 ))
             }
         };
-        for (kind, samples) in
-            latency::measure(&kinds, &listener, size, opts.round_trips, &mut turn)?
-        {
-            report.latency.push(LatencyResult::new(size, kind, samples));
+        for m in latency::measure(&kinds, &listener, size, opts.round_trips, &mut turn)? {
+            report.latency.push(LatencyResult::new(
+                size,
+                m.kind,
+                m.samples,
+                m.cpu_ns_per_round_trip,
+            ));
         }
     }
     report.finish();

@@ -124,11 +124,20 @@ pub struct LatencyResult {
     pub p50_ratio: Option<f64>,
     /// p99 over raw TCP's (set by [`Report::finish`]).
     pub p99_ratio: Option<f64>,
+    /// CPU time of client and server per round trip, ns.
+    pub cpu_ns: Option<f64>,
+    /// [`cpu_ns`](Self::cpu_ns) over raw TCP's (set by [`Report::finish`]).
+    pub cpu_ratio: Option<f64>,
 }
 
 impl LatencyResult {
-    /// The percentiles of `samples`.
-    pub fn new(size: usize, kind: Kind, mut samples: Samples) -> LatencyResult {
+    /// The percentiles of `samples`, with the CPU time per round trip.
+    pub fn new(
+        size: usize,
+        kind: Kind,
+        mut samples: Samples,
+        cpu_ns: Option<f64>,
+    ) -> LatencyResult {
         LatencyResult {
             size,
             kind,
@@ -138,6 +147,8 @@ impl LatencyResult {
             mean_us: samples.mean_us().unwrap_or(0.0),
             p50_ratio: None,
             p99_ratio: None,
+            cpu_ns,
+            cpu_ratio: None,
         }
     }
 }
@@ -237,16 +248,20 @@ impl Report {
                 .filter(|(_, r)| *r > 0.0)
                 .map(|(_, r)| t.msgs_per_s() / r);
         }
-        let raw_lat: Vec<(usize, f64, f64)> = self
+        let raw_lat: Vec<(usize, f64, f64, Option<f64>)> = self
             .latency
             .iter()
             .filter(|l| l.kind == Kind::Raw)
-            .map(|l| (l.size, l.p50_us, l.p99_us))
+            .map(|l| (l.size, l.p50_us, l.p99_us, l.cpu_ns))
             .collect();
         for l in &mut self.latency {
-            if let Some(&(_, p50, p99)) = raw_lat.iter().find(|(s, _, _)| *s == l.size) {
+            if let Some(&(_, p50, p99, cpu)) = raw_lat.iter().find(|r| r.0 == l.size) {
                 l.p50_ratio = (p50 > 0.0).then(|| l.p50_us / p50);
                 l.p99_ratio = (p99 > 0.0).then(|| l.p99_us / p99);
+                l.cpu_ratio = match (l.cpu_ns, cpu) {
+                    (Some(mine), Some(raw)) if raw > 0.0 => Some(mine / raw),
+                    _ => None,
+                };
             }
         }
     }
@@ -390,19 +405,27 @@ impl Report {
             let _ = writeln!(
                 s,
                 "\nround trips: DMSG transaction (CREATE|DELETE request, REPLY|DELETE answer with the \
-                 same payload)\nvs raw TCP ping-pong; {} per kind, kinds in turns of {}",
+                 same payload)\nvs raw TCP ping-pong; {} per kind, kinds in turns of {}; CPU us = client + server CPU time per round trip",
                 self.round_trips,
                 super::latency::BLOCK
             );
             let _ = writeln!(
                 s,
-                "{:>6}  {:<13} {:>9} {:>9} {:>9} {:>10} {:>10}",
-                "size", "kind", "p50 us", "p99 us", "mean us", "p50 x raw", "p99 x raw"
+                "{:>6}  {:<13} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9} {:>9}",
+                "size",
+                "kind",
+                "p50 us",
+                "p99 us",
+                "mean us",
+                "p50 x raw",
+                "p99 x raw",
+                "CPU us",
+                "CPU x raw"
             );
             for l in &self.latency {
                 let _ = writeln!(
                     s,
-                    "{:>6}  {:<13} {:>9.1} {:>9.1} {:>9.1} {:>10} {:>10}",
+                    "{:>6}  {:<13} {:>9.1} {:>9.1} {:>9.1} {:>10} {:>10} {:>9} {:>9}",
                     l.size,
                     l.kind.name(),
                     l.p50_us,
@@ -410,6 +433,8 @@ impl Report {
                     l.mean_us,
                     l.p50_ratio.map_or("-".into(), |r| format!("{r:.2}")),
                     l.p99_ratio.map_or("-".into(), |r| format!("{r:.2}")),
+                    l.cpu_ns.map_or("-".into(), |c| format!("{:.1}", c / 1e3)),
+                    l.cpu_ratio.map_or("-".into(), |r| format!("{r:.2}")),
                 );
             }
         }
@@ -479,7 +504,8 @@ impl Report {
             let _ = write!(
                 s,
                 "{{\"size\":{},\"kind\":\"{}\",\"samples\":{},\"p50_us\":{},\"p99_us\":{},\
-                 \"mean_us\":{},\"p50_ratio_to_raw\":{},\"p99_ratio_to_raw\":{}}}",
+                 \"mean_us\":{},\"p50_ratio_to_raw\":{},\"p99_ratio_to_raw\":{},\
+                 \"cpu_ns_per_round_trip\":{},\"cpu_ratio_to_raw\":{}}}",
                 l.size,
                 l.kind.name(),
                 l.samples,
@@ -487,7 +513,9 @@ impl Report {
                 num(Some(l.p99_us)),
                 num(Some(l.mean_us)),
                 num(l.p50_ratio),
-                num(l.p99_ratio)
+                num(l.p99_ratio),
+                num(l.cpu_ns),
+                num(l.cpu_ratio)
             );
         }
         s.push_str("],\"targets\":[");

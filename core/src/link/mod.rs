@@ -59,6 +59,15 @@
 //! }
 //! ```
 //!
+//! A host that moves large batches can skip two copies: [`transmit_ready`] lends the output
+//! queue for step 1 (then [`transmit_done`]), and [`handle_input_lent`] hands out received
+//! payloads where they lie in the input instead of copying them into the connection
+//! (`dmsg bench` in `dmsg-std` drives links this way).
+//!
+//! [`transmit_ready`]: Connection::transmit_ready
+//! [`transmit_done`]: Connection::transmit_done
+//! [`handle_input_lent`]: Connection::handle_input_lent
+//!
 //! The same loop, runnable, with two connections wired back to back:
 //!
 //! ```

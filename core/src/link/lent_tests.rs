@@ -103,7 +103,13 @@ fn lent_input_gives_the_same_events_as_copied_input_for_every_chunking() {
         .any(|e| e.starts_with("oneway") && e.len() > 1000));
     assert!(want.contains(&format!("opened {:?}", b"request")));
     assert!(want.contains(&format!("message {:?}", b"more data")));
-    for chunk in [1, 7, 64, 100, 333, wire.len()] {
+    // Miri runs the test too: fewer (and no byte-at-a-time) chunkings there.
+    let chunks: &[usize] = if cfg!(miri) {
+        &[7, 100, wire.len()]
+    } else {
+        &[1, 7, 64, 100, 333, wire.len()]
+    };
+    for &chunk in chunks {
         for mode in [Mode::Copy, Mode::Lend, Mode::LendThenDrop] {
             assert_eq!(receive(&wire, chunk, mode), want, "chunk {chunk}");
         }

@@ -1181,8 +1181,8 @@ fn copy_opaque_ext(f: &crate::decode::Frame<'_>, dst: &mut [u8; OPAQUE_EXT_MAX])
 
 /// The offset of `part` in `whole` when `part` lies inside it (compared by address).
 fn offset_within(whole: &[u8], part: &[u8]) -> Option<usize> {
-    let start = whole.as_ptr() as usize;
-    let at = (part.as_ptr() as usize).checked_sub(start)?;
+    let start = whole.as_ptr().addr();
+    let at = part.as_ptr().addr().checked_sub(start)?;
     (at.checked_add(part.len())? <= whole.len()).then_some(at)
 }
 

@@ -303,7 +303,7 @@ impl Report {
         if let Some(r) = self.throughput_of(4096, Kind::Dmsg).and_then(|t| t.ratio) {
             out.push((
                 "one-way 4 KiB, MB/s vs raw".to_string(),
-                format!("{r:.2}x"),
+                format!("{r:.3}x"),
                 format!(">= {:.1}x (zenoh: 0.32x)", targets::MB_RATIO_4K),
                 r >= targets::MB_RATIO_4K,
             ));
@@ -314,7 +314,7 @@ impl Report {
         {
             out.push((
                 "  same, CPU-bound projection".to_string(),
-                format!("{r:.2}x"),
+                format!("{r:.3}x"),
                 format!(">= {:.1}x", targets::MB_RATIO_4K),
                 r >= targets::MB_RATIO_4K,
             ));
@@ -323,7 +323,7 @@ impl Report {
             if let Some(r) = l.p50_ratio {
                 out.push((
                     "round trip 64 B, p50 vs raw".to_string(),
-                    format!("{r:.2}x"),
+                    format!("{r:.3}x"),
                     format!("<= {:.1}x (zenoh: 4x)", targets::RTT_P50_RATIO),
                     r <= targets::RTT_P50_RATIO,
                 ));
@@ -331,7 +331,7 @@ impl Report {
             if let Some(r) = l.p99_ratio {
                 out.push((
                     "round trip 64 B, p99 vs raw".to_string(),
-                    format!("{r:.2}x"),
+                    format!("{r:.3}x"),
                     format!("<= {:.1}x", targets::RTT_P99_RATIO),
                     r <= targets::RTT_P99_RATIO,
                 ));

@@ -614,6 +614,12 @@ where
                         S::first_frame(self, now, &hdr, &body);
                     }
                     self.on_frame(now, hdr, &body, aux_len);
+                    if self.rx.is_none() {
+                        // Lent aux belongs only to a frame that became the pending event;
+                        // the next frame may take another path (the session's, which
+                        // copies).
+                        self.aux_lent = None;
+                    }
                 }
                 None if n == 0 => break,
                 None => {}

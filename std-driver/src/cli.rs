@@ -9,7 +9,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{Read, Write};
 
-use crate::{decode_cmd, demo, exit, node_cmd, shell_cmd};
+use crate::{bench, decode_cmd, demo, exit, node_cmd, shell_cmd};
 
 /// The standard streams a subcommand uses (the real ones in `main`, buffers in tests).
 pub struct Io<'a> {
@@ -66,6 +66,11 @@ pub const SUBCOMMANDS: &[Subcommand] = &[
         name: "tree",
         summary: "print the span tree a node knows, as text or Graphviz DOT (--dot)",
         run: shell_cmd::tree_main,
+    },
+    Subcommand {
+        name: "bench",
+        summary: "measure DMSG against raw TCP over loopback (throughput, round trips)",
+        run: bench::main,
     },
 ];
 

@@ -10,6 +10,7 @@
 //! - [`json`]: the small JSON writer behind `--json`.
 //! - [`shell_cmd`]: `dmsg shell` and `dmsg tree`.
 //! - [`node_cmd`]: `dmsg hub` and `dmsg leaf`; [`demo`]: `dmsg demo`.
+//! - [`bench`](mod@bench): `dmsg bench`, DMSG against raw TCP over loopback.
 //!
 //! The std runtime for the core, reusable by later subcommands (a node runtime for `hub`,
 //! `leaf`, ...):
@@ -23,6 +24,7 @@
 //!   reconnects a link after every loss.
 //! - [`net`]: addresses (`HOST[:PORT]`, default port 987) and connect errors that say what to
 //!   check.
+//! - [`crc`]: CRC-32C with the CPU's instruction, for the core's `Crc32c` trait.
 //! - [`clock`]: the core's clock from `std::time::Instant`, and an interruptible sleep.
 //! - [`shell`]: the debug-shell client (DBG_SHELL as DragonFly's `hammer2 shell` sends it).
 //! - [`tree`]: the span tree text parsed and converted to Graphviz DOT.
@@ -31,9 +33,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod connector;
+pub mod crc;
 pub mod decode_cmd;
 pub mod demo;
 pub mod hexin;

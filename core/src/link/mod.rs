@@ -59,6 +59,15 @@
 //! }
 //! ```
 //!
+//! A host that moves large batches can skip two copies: [`transmit_ready`] lends the output
+//! queue for step 1 (then [`transmit_done`]), and [`handle_input_lent`] hands out received
+//! payloads where they lie in the input instead of copying them into the connection
+//! (`dmsg bench` in `dmsg-std` drives links this way).
+//!
+//! [`transmit_ready`]: Connection::transmit_ready
+//! [`transmit_done`]: Connection::transmit_done
+//! [`handle_input_lent`]: Connection::handle_input_lent
+//!
 //! The same loop, runnable, with two connections wired back to back:
 //!
 //! ```
@@ -157,6 +166,8 @@ pub mod config;
 mod error;
 pub mod event;
 pub(crate) mod index;
+#[cfg(test)]
+mod lent_tests;
 mod outq;
 pub mod reliable;
 mod rx;
@@ -348,6 +359,9 @@ pub struct Connection<
     rx_body: Body,
     aux: [u8; AUX],
     aux_len: usize,
+    /// The pending frame's aux data was not copied into `aux`: it lies at this offset of
+    /// the input lent through [`LentInput`] (which copies it in if it is dropped first).
+    aux_lent: Option<usize>,
     rx_ext: [u8; OPAQUE_EXT_MAX],
     rx_ext_len: usize,
     next_msgid: u64,
@@ -438,6 +452,7 @@ where
             rx_body: Body::None,
             aux: [0u8; AUX],
             aux_len: 0,
+            aux_lent: None,
             rx_ext: [0u8; OPAQUE_EXT_MAX],
             rx_ext_len: 0,
             next_msgid: config.msgid_base,
@@ -480,6 +495,61 @@ where
     /// lacks room for answers. After the link closed, all input is discarded (and counted).
     #[must_use = "unused input must be fed again after draining transmit and events"]
     pub fn handle_input(&mut self, now: Instant, input: &[u8]) -> usize {
+        self.input_frames(now, input, false)
+    }
+
+    /// [`handle_input`](Self::handle_input) with the input lent to the events it produces:
+    /// the aux data of a frame that lies whole in `input` is handed out from there instead
+    /// of being copied into the connection. Take the events from the returned
+    /// [`LentInput`] (then commands through [`LentInput::conn`], or after dropping it); its
+    /// [`used`](LentInput::used) is what `handle_input` would return. Dropping it with the
+    /// frame's event not taken copies the aux data in, so nothing is lost. With the
+    /// reliable session running, aux data is copied as by `handle_input`.
+    ///
+    /// A host reading large chunks saves one copy of every payload byte it receives.
+    ///
+    /// ```
+    /// use dmsg_core::link::{Event, HostConnection, LinkConfig, Outgoing};
+    /// use dmsg_core::time::Instant;
+    /// use dmsg_core::wire::Command;
+    ///
+    /// let now = Instant::ZERO;
+    /// let new = || Box::new(HostConnection::new(now, &LinkConfig::default(), Default::default()).unwrap());
+    /// let (mut a, mut b) = (new(), new());
+    /// a.send_one_way(now, &Outgoing::new(Command::DbgShell).with_aux(b"hello"), false, None).unwrap();
+    /// let mut wire = vec![0u8; 4096];
+    /// let n = a.poll_transmit(now, &mut wire); // A's LNK_CONN, then the message
+    ///
+    /// let mut input = &wire[..n];
+    /// let mut got = Vec::new();
+    /// while !input.is_empty() {
+    ///     let mut lent = b.handle_input_lent(now, input);
+    ///     let used = lent.used();
+    ///     while let Some(ev) = lent.poll_event() {
+    ///         if let Event::OneWay { msg } = ev {
+    ///             got.extend_from_slice(msg.aux); // borrowed from `input`
+    ///         }
+    ///     }
+    ///     drop(lent);
+    ///     input = &input[used..];
+    ///     while b.poll_transmit(now, &mut [0u8; 512]) > 0 {} // B's answers (dropped here)
+    /// }
+    /// assert_eq!(got, b"hello");
+    /// ```
+    pub fn handle_input_lent<'c, 'i>(
+        &'c mut self,
+        now: Instant,
+        input: &'i [u8],
+    ) -> LentInput<'c, 'i, RX, AUX, TX, TXNS, C, S> {
+        let used = self.input_frames(now, input, true);
+        LentInput {
+            conn: self,
+            input,
+            used,
+        }
+    }
+
+    fn input_frames(&mut self, now: Instant, input: &[u8], lend: bool) -> usize {
         if self.is_closed() {
             self.stats.rx_bytes_discarded += input.len() as u64;
             return input.len();
@@ -489,23 +559,43 @@ where
         }
         self.release_delivered();
         let mut used = 0;
+        // The frame's parsed body. Most data frames have none: only the tag is written, and
+        // the 368-byte enum is passed on by reference, never moved.
+        let mut body = Body::None;
         while used < input.len() && self.ready_for_input() {
             let (n, frame) = match self.decoder.decode(&input[used..]) {
                 Ok(out) => {
                     let aux_buf = &mut self.aux;
+                    let aux_lent = &mut self.aux_lent;
                     let ext_buf = &mut self.rx_ext;
                     let ext_len = &mut self.rx_ext_len;
+                    let bad_bodies = &mut self.stats.bad_bodies;
+                    let body = &mut body;
                     let frame = out.frame.map(|f| {
                         let aux = f.aux();
-                        let copied = match aux_buf.get_mut(..aux.len()) {
-                            Some(dst) => {
+                        *aux_lent = if lend {
+                            offset_within(input, aux)
+                        } else {
+                            None
+                        };
+                        let copied = match (*aux_lent, aux_buf.get_mut(..aux.len())) {
+                            (Some(_), _) => aux.len(),
+                            (None, Some(dst)) => {
                                 dst.copy_from_slice(aux);
                                 aux.len()
                             }
-                            None => 0, // the decoder limits aux to AUX bytes
+                            (None, None) => 0, // the decoder limits aux to AUX bytes
                         };
                         *ext_len = copy_opaque_ext(&f, ext_buf);
-                        (f.repr(), f.body(), copied)
+                        match f.body() {
+                            Ok(Body::None) => *body = Body::None,
+                            Ok(b) => *body = b,
+                            Err(_) => {
+                                *bad_bodies += 1;
+                                *body = Body::None;
+                            }
+                        }
+                        (f.repr(), copied)
                     });
                     (out.consumed, frame)
                 }
@@ -519,15 +609,17 @@ where
             self.stats.bytes_in += n as u64;
             self.last_rx = now;
             match frame {
-                Some((hdr, body, aux_len)) => {
-                    let body = body.unwrap_or_else(|_| {
-                        self.stats.bad_bodies += 1;
-                        Body::None
-                    });
+                Some((hdr, aux_len)) => {
                     if self.rel.holding() {
                         S::first_frame(self, now, &hdr, &body);
                     }
-                    self.on_frame(now, hdr, body, aux_len);
+                    self.on_frame(now, hdr, &body, aux_len);
+                    if self.rx.is_none() {
+                        // Lent aux belongs only to a frame that became the pending event;
+                        // the next frame may take another path (the session's, which
+                        // copies).
+                        self.aux_lent = None;
+                    }
                 }
                 None if n == 0 => break,
                 None => {}
@@ -600,10 +692,67 @@ where
         n
     }
 
+    /// The queued output, lent instead of copied: the bytes [`poll_transmit`] would return,
+    /// to be written straight from the output queue. Call [`transmit_done`] with how many
+    /// were written. `None` while the reliable session runs (or waits for the peer's
+    /// LNK_CONN): its frames live in the retransmit window; use [`poll_transmit`] then.
+    ///
+    /// A host writing large batches saves one copy of every byte it sends this way.
+    ///
+    /// ```
+    /// use dmsg_core::link::{HostConnection, LinkConfig};
+    /// use dmsg_core::time::Instant;
+    ///
+    /// let now = Instant::ZERO;
+    /// let mut conn = Box::new(HostConnection::new(now, &LinkConfig::default(), Default::default()).unwrap());
+    /// let mut socket = Vec::new(); // stands for the transport
+    /// if let Some(bytes) = conn.transmit_ready() {
+    ///     socket.extend_from_slice(bytes); // our LNK_CONN
+    ///     let n = bytes.len();
+    ///     conn.transmit_done(now, n);
+    /// }
+    /// assert_eq!(socket.len(), 6 * 64); // our LNK_CONN: a 6-block header
+    /// assert_eq!(conn.pending_transmit(), 0);
+    /// ```
+    ///
+    /// [`poll_transmit`]: Self::poll_transmit
+    /// [`transmit_done`]: Self::transmit_done
+    pub fn transmit_ready(&self) -> Option<&[u8]> {
+        if self.rel.in_session() || self.rel.holding() {
+            return None;
+        }
+        Some(self.out.waiting())
+    }
+
+    /// Marks the first `n` bytes of [`transmit_ready`](Self::transmit_ready) as written:
+    /// they leave the queue, as if [`poll_transmit`](Self::poll_transmit) had returned them.
+    /// `n` is capped at what is queued; no effect while the session runs (see
+    /// `transmit_ready`).
+    pub fn transmit_done(&mut self, now: Instant, n: usize) {
+        if self.rel.in_session() || self.rel.holding() {
+            return;
+        }
+        let n = self.out.consume(n);
+        if n > 0 {
+            self.stats.bytes_out += n as u64;
+            self.last_tx = now;
+        }
+    }
+
     /// The next event, borrowing the connection until the next call (aux data stays in an
     /// internal buffer until then). Call until `None` after every input.
     #[must_use = "events must be handled"]
     pub fn poll_event(&mut self) -> Option<Event<'_>> {
+        debug_assert!(
+            self.aux_lent.is_none(),
+            "a LentInput copies its aux in when dropped"
+        );
+        self.poll_event_from(&[])
+    }
+
+    /// [`poll_event`](Self::poll_event), with the pending frame's aux data taken from
+    /// `lent` when it was lent (see [`handle_input_lent`](Self::handle_input_lent)).
+    fn poll_event_from<'a>(&'a mut self, lent: &'a [u8]) -> Option<Event<'a>> {
         self.release_delivered();
         if let Some(n) = self.notices.pop() {
             return Some(self.notice_event(n));
@@ -613,7 +762,7 @@ where
         }
         if let Some(rx) = self.rx {
             self.rx_delivered = true;
-            return Some(self.rx_event(rx));
+            return Some(self.rx_event(rx, lent));
         }
         for side in [Side::Ours, Side::Theirs] {
             if let Some(slot) = self.table_mut(side).take_ended() {
@@ -648,7 +797,8 @@ where
         }
         if let Some(rx) = self.rx {
             if !self.rx_delivered {
-                return Some(self.rx_event(rx));
+                debug_assert!(self.aux_lent.is_none());
+                return Some(self.rx_event(rx, &[]));
             }
         }
         for side in [Side::Ours, Side::Theirs] {
@@ -676,11 +826,16 @@ where
         }
     }
 
-    fn rx_event(&self, rx: RxEvent) -> Event<'_> {
+    /// The event of the pending frame; its aux data from `lent` if it was lent.
+    fn rx_event<'a>(&'a self, rx: RxEvent, lent: &'a [u8]) -> Event<'a> {
+        let aux = match self.aux_lent {
+            Some(at) => lent.get(at..at + self.aux_len).unwrap_or(&[]),
+            None => self.aux.get(..self.aux_len).unwrap_or(&[]),
+        };
         let msg = Received {
             header: rx.header,
             body: &self.rx_body,
-            aux: self.aux.get(..self.aux_len).unwrap_or(&[]),
+            aux,
             ext: self.rx_ext.get(..self.rx_ext_len).unwrap_or(&[]),
         };
         match rx.kind {
@@ -851,7 +1006,23 @@ where
             self.rx = None;
             self.rx_delivered = false;
             self.aux_len = 0;
+            self.aux_lent = None;
             self.rx_ext_len = 0;
+        }
+    }
+
+    /// Copies lent aux data (at its offset in `lent`) into the connection's own buffer.
+    fn take_in_lent_aux(&mut self, lent: &[u8]) {
+        if let Some(at) = self.aux_lent.take() {
+            let n = self.aux_len;
+            match (lent.get(at..at + n), self.aux.get_mut(..n)) {
+                (Some(src), Some(dst)) => dst.copy_from_slice(src),
+                _ => {
+                    // Unreachable: the offset was taken from this very input.
+                    debug_assert!(false, "lent aux outside its input");
+                    self.aux_len = 0;
+                }
+            }
         }
     }
 
@@ -1011,5 +1182,69 @@ fn copy_opaque_ext(f: &crate::decode::Frame<'_>, dst: &mut [u8; OPAQUE_EXT_MAX])
             ext.len()
         }
         None => 0,
+    }
+}
+
+/// The offset of `part` in `whole` when `part` lies inside it (compared by address).
+fn offset_within(whole: &[u8], part: &[u8]) -> Option<usize> {
+    let start = whole.as_ptr().addr();
+    let at = part.as_ptr().addr().checked_sub(start)?;
+    (at.checked_add(part.len())? <= whole.len()).then_some(at)
+}
+
+/// Input lent to the events it produced: see [`Connection::handle_input_lent`].
+pub struct LentInput<
+    'c,
+    'i,
+    const RX: usize,
+    const AUX: usize,
+    const TX: usize,
+    const TXNS: usize,
+    C,
+    S,
+> where
+    C: Crc32c + Clone,
+    S: SessionSlot<C>,
+{
+    conn: &'c mut Connection<RX, AUX, TX, TXNS, C, S>,
+    input: &'i [u8],
+    used: usize,
+}
+
+impl<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize, C, S>
+    LentInput<'_, '_, RX, AUX, TX, TXNS, C, S>
+where
+    C: Crc32c + Clone,
+    S: SessionSlot<C>,
+{
+    /// Bytes of the input used (feed the rest again after draining, as for
+    /// [`Connection::handle_input`]).
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    /// The next event, as [`Connection::poll_event`]; a frame's aux data may borrow the
+    /// input.
+    #[must_use = "events must be handled"]
+    pub fn poll_event(&mut self) -> Option<Event<'_>> {
+        self.conn.poll_event_from(self.input)
+    }
+
+    /// The connection, for commands (the answer to an event). Aux data still lent is copied
+    /// in first.
+    pub fn conn(&mut self) -> &mut Connection<RX, AUX, TX, TXNS, C, S> {
+        self.conn.take_in_lent_aux(self.input);
+        self.conn
+    }
+}
+
+impl<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize, C, S> Drop
+    for LentInput<'_, '_, RX, AUX, TX, TXNS, C, S>
+where
+    C: Crc32c + Clone,
+    S: SessionSlot<C>,
+{
+    fn drop(&mut self) {
+        self.conn.take_in_lent_aux(self.input);
     }
 }

@@ -138,6 +138,18 @@ impl<const N: usize> OutQueue<N> {
         n
     }
 
+    /// Drops the first `n` waiting bytes (they were written from [`waiting`](Self::waiting));
+    /// returns how many were dropped (at most what waits).
+    pub fn consume(&mut self, n: usize) -> usize {
+        let n = n.min(self.len());
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        n
+    }
+
     /// The bytes waiting, oldest first.
     pub fn waiting(&self) -> &[u8] {
         &self.buf[self.start..self.end]
@@ -187,5 +199,26 @@ mod tests {
         // The fourth frame's salt counter is 3: nothing was consumed by the failed push.
         assert_eq!(all[92 + 4], 3);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn consuming_in_place_gives_the_same_bytes_as_popping() {
+        let crc = DefaultCrc::default();
+        let ping = HeaderRepr::new(Cmd::new(Command::LnkPing, Flags::empty()), MsgId(0));
+        let (mut a, mut b) = (OutQueue::<512>::new(), OutQueue::<512>::new());
+        let (mut ea, mut eb) = (Encoder::new(9), Encoder::new(9));
+        for _ in 0..3 {
+            a.push(&mut ea, &crc, &ping, &Body::None, b"abc").unwrap();
+            b.push(&mut eb, &crc, &ping, &Body::None, b"abc").unwrap();
+        }
+        let mut popped = [0u8; 512];
+        let n = a.pop(&mut popped[..100]);
+        let mut lent = b.waiting()[..100].to_vec();
+        assert_eq!(b.consume(100), 100);
+        let rest = a.pop(&mut popped[n..]);
+        lent.extend_from_slice(b.waiting());
+        assert_eq!(b.consume(usize::MAX), rest, "capped at what waits");
+        assert_eq!(&popped[..n + rest], &lent[..]);
+        assert!(b.is_empty() && b.waiting().is_empty());
     }
 }

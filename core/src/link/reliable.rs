@@ -1105,6 +1105,7 @@ where
         }
         self.release_delivered();
         let mut used = 0;
+        let mut body = Body::None;
         loop {
             if self.is_closed() {
                 self.stats.rx_bytes_discarded += (input.len() - used) as u64;
@@ -1124,6 +1125,8 @@ where
             let aux_buf = &mut self.aux;
             let ext_buf = &mut self.rx_ext;
             let ext_len = &mut self.rx_ext_len;
+            let bad_bodies = &mut self.stats.bad_bodies;
+            let body_slot = &mut body;
             let (n, frame) = match self.decoder.decode(&input[used..]) {
                 Ok(out) => {
                     let frame = out.frame.map(|f| {
@@ -1145,7 +1148,16 @@ where
                         };
                         let repr = f.repr();
                         *ext_len = copy_ext(repr.cmd.command(), f.ext_bytes(), ext_buf);
-                        Some((repr, f.body(), copied))
+                        // As in the plain path: a body-less frame writes only the tag.
+                        match f.body() {
+                            Ok(Body::None) => *body_slot = Body::None,
+                            Ok(b) => *body_slot = b,
+                            Err(_) => {
+                                *bad_bodies += 1;
+                                *body_slot = Body::None;
+                            }
+                        }
+                        Some((repr, copied))
                     });
                     (out.consumed, frame)
                 }
@@ -1159,13 +1171,9 @@ where
             self.stats.bytes_in += n as u64;
             self.last_rx = now;
             match frame {
-                Some(Some((hdr, body, aux_len))) => {
+                Some(Some((hdr, aux_len))) => {
                     debug_assert!(!stalled, "the busy path delivers nothing");
-                    let body = body.unwrap_or_else(|_| {
-                        self.stats.bad_bodies += 1;
-                        Body::None
-                    });
-                    self.on_frame(now, hdr, body, aux_len);
+                    self.on_frame(now, hdr, &body, aux_len);
                 }
                 Some(None) => self.stats.frames_in += 1,
                 None if n == 0 => break,
@@ -1198,7 +1206,7 @@ where
             self.stats.bad_bodies += 1;
             Body::None
         });
-        self.on_frame(now, repr, body, copied);
+        self.on_frame(now, repr, &body, copied);
         self.session_events(now);
         true
     }

@@ -29,7 +29,7 @@ where
     S: SessionSlot<C>,
 {
     /// Handles one verified frame. Its aux data is already in `self.aux[..aux_len]`.
-    pub(super) fn on_frame(&mut self, now: Instant, hdr: HeaderRepr, body: Body, aux_len: usize) {
+    pub(super) fn on_frame(&mut self, now: Instant, hdr: HeaderRepr, body: &Body, aux_len: usize) {
         self.stats.frames_in += 1;
         let flags = hdr.cmd.flags();
         let side = if flags.intersects(Flags::REPLY | Flags::REVTRANS) {
@@ -57,7 +57,7 @@ where
                 _ => {}
             }
         }
-        if self.on_conn_frame(now, side, &hdr, &body) {
+        if self.on_conn_frame(now, side, &hdr, body) {
             return;
         }
         if one_way {
@@ -77,11 +77,15 @@ where
         }
     }
 
-    fn set_rx(&mut self, kind: RxKind, header: HeaderRepr, body: Body, aux_len: usize) {
+    fn set_rx(&mut self, kind: RxKind, header: HeaderRepr, body: &Body, aux_len: usize) {
         debug_assert!(self.rx.is_none(), "input is gated on pending events");
         self.rx = Some(RxEvent { kind, header });
         self.rx_delivered = false;
-        self.rx_body = body;
+        // Most data frames have no structure: write the tag, not the 368-byte enum.
+        self.rx_body = match body {
+            Body::None => Body::None,
+            b => *b,
+        };
         self.aux_len = aux_len;
     }
 
@@ -98,7 +102,7 @@ where
         }
     }
 
-    fn on_one_way(&mut self, side: Side, hdr: HeaderRepr, body: Body, aux: usize) {
+    fn on_one_way(&mut self, side: Side, hdr: HeaderRepr, body: &Body, aux: usize) {
         if hdr.msgid.0 != 0 {
             if let Some(i) = self.table(side).find_live(hdr.msgid) {
                 self.on_txn_frame(side, i, hdr, body, aux);
@@ -114,7 +118,7 @@ where
     }
 
     /// A frame in a live transaction, judged by the state machine.
-    fn on_txn_frame(&mut self, side: Side, i: usize, hdr: HeaderRepr, body: Body, aux_len: usize) {
+    fn on_txn_frame(&mut self, side: Side, i: usize, hdr: HeaderRepr, body: &Body, aux_len: usize) {
         let Some(slot) = self.table(side).get(i).copied() else {
             debug_assert!(false, "index from find_live");
             return;
@@ -147,7 +151,7 @@ where
     }
 
     /// A transactional frame in the peer's msgid space (the peer is the opener).
-    fn on_opener_frame(&mut self, now: Instant, hdr: HeaderRepr, body: Body, aux_len: usize) {
+    fn on_opener_frame(&mut self, now: Instant, hdr: HeaderRepr, body: &Body, aux_len: usize) {
         let msgid = hdr.msgid;
         if let Some(i) = self.theirs.find_live(msgid) {
             self.on_txn_frame(Side::Theirs, i, hdr, body, aux_len);
@@ -178,7 +182,7 @@ where
     }
 
     /// CREATE from the peer for a msgid it has no live transaction with.
-    fn on_peer_create(&mut self, now: Instant, hdr: HeaderRepr, body: Body, aux_len: usize) {
+    fn on_peer_create(&mut self, now: Instant, hdr: HeaderRepr, body: &Body, aux_len: usize) {
         let msgid = hdr.msgid;
         let flags = hdr.cmd.flags();
         let delete = flags.contains(Flags::DELETE);
@@ -227,7 +231,7 @@ where
     }
 
     /// A transactional frame in our msgid space (the peer answers a transaction of ours).
-    fn on_reply_frame(&mut self, now: Instant, hdr: HeaderRepr, body: Body, aux_len: usize) {
+    fn on_reply_frame(&mut self, now: Instant, hdr: HeaderRepr, body: &Body, aux_len: usize) {
         let msgid = hdr.msgid;
         if let Some(i) = self.ours.find_live(msgid) {
             self.on_txn_frame(Side::Ours, i, hdr, body, aux_len);

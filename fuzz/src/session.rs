@@ -23,8 +23,8 @@
 //! and after a quiescent, fault-free tail (reconnect, time flows, everything delivered):
 //! - **exactly once or reported**: every one-way message a link accepted was delivered to the
 //!   peer exactly once, unless the sender's link closed: then it was delivered, or it is
-//!   listed in the sender's `session().unacked()` (when the session had started). A session
-//!   that closed cleanly delivered everything.
+//!   listed in the sender's `session().unacked()` (when the session had started). A link that
+//!   closed cleanly over the session delivered everything.
 //! - `abandon` ends every link with `LinkClosed` and every transaction with `Closed`.
 
 use std::collections::BTreeSet;
@@ -101,6 +101,8 @@ struct End {
     live: BTreeSet<TxnId>,
     closed: BTreeSet<TxnId>,
     link_closed: bool,
+    /// The link closed with a clean shutdown (LNK_CONN exchange, then the session's FIN).
+    clean_close: bool,
 }
 
 impl End {
@@ -131,6 +133,7 @@ impl End {
             live: BTreeSet::new(),
             closed: BTreeSet::new(),
             link_closed: false,
+            clean_close: false,
         }
     }
 
@@ -187,6 +190,7 @@ impl End {
                         self.live
                     );
                     self.link_closed = true;
+                    self.clean_close = reason.is_clean();
                     continue;
                 }
                 _ => continue,
@@ -321,7 +325,7 @@ pub struct SessionRun {
     pub resumes: u64,
     /// Sessions that died (grace, RESET, abort before the final `abandon`).
     pub deaths: u64,
-    /// Links that closed cleanly before the final `abandon`.
+    /// Links that closed cleanly (LNK_CONN exchange and FIN) before the final `abandon`.
     pub clean: u64,
 }
 
@@ -669,13 +673,12 @@ impl Harness {
             let l = &e.link;
             run.delivered += e.last_rx.map_or(0, |t| t + 1);
             run.resumes += l.reliable_stats().resumes;
+            if e.clean_close {
+                run.clean += 1;
+            }
             match l.session().outcome() {
                 Outcome::NotStarted => {}
-                Outcome::Running => run.sessions += 1,
-                Outcome::ClosedCleanly => {
-                    run.sessions += 1;
-                    run.clean += 1;
-                }
+                Outcome::Running | Outcome::ClosedCleanly => run.sessions += 1,
                 Outcome::Died(_) => {
                     run.sessions += 1;
                     run.deaths += 1;
@@ -711,6 +714,10 @@ fn check_delivery(tx: &End, rx: &End) {
     if lost.is_empty() {
         return;
     }
+    assert!(
+        !(tx.clean_close && s.outcome() != Outcome::NotStarted),
+        "{name}: the link closed cleanly over the session without delivering {lost:?}"
+    );
     match s.outcome() {
         Outcome::Running => panic!(
             "{name}: one-way tags {lost:?} neither delivered nor reported after a quiet tail \

@@ -59,3 +59,15 @@ fn saved_regressions_replay() {
         let _ = check_node(&data);
     }
 }
+
+#[test]
+fn committed_seeds_replay() {
+    let dir = dmsg_tests::repo_root().join("fuzz/seeds/node");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).expect("fuzz/seeds/node").flatten() {
+        let data = std::fs::read(e.path()).unwrap();
+        let _ = check_node(&data);
+        n += 1;
+    }
+    assert!(n >= 5, "only {n} seeds in {}", dir.display());
+}

@@ -45,6 +45,7 @@ fn random_fault_schedules_keep_every_session_invariant() {
         assert!(total.delivered > 0, "nothing delivered: {total:?}");
         assert!(total.resumes > 0, "no resume: {total:?}");
         assert!(total.deaths > 0, "no session died: {total:?}");
+        assert!(total.clean > 0, "no clean close: {total:?}");
     }
 }
 
@@ -58,4 +59,19 @@ fn saved_regressions_replay() {
         let data = std::fs::read(e.path()).unwrap();
         let _ = check_session(&data);
     }
+}
+
+#[test]
+fn committed_seeds_replay() {
+    let dir = dmsg_tests::repo_root().join("fuzz/seeds/session");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir)
+        .expect("fuzz/seeds/session")
+        .flatten()
+    {
+        let data = std::fs::read(e.path()).unwrap();
+        let _ = check_session(&data);
+        n += 1;
+    }
+    assert!(n >= 5, "only {n} seeds in {}", dir.display());
 }

@@ -77,7 +77,7 @@ for d in "$root"/fuzz/seeds/*/; do
     t=$(basename "$d")
     case "$t" in decode_bytes | roundtrip) continue ;; esac
     mkdir -p "$out/$t"
-    if [ "$(cd "$d" && pwd)" != "$(cd "$out/$t" && pwd)" ]; then
+    if [ -n "$(ls -A "$d")" ] && [ "$(cd "$d" && pwd)" != "$(cd "$out/$t" && pwd)" ]; then
         cp "$d"* "$out/$t/"
         m=$((m + $(find "$d" -type f | wc -l)))
     fi

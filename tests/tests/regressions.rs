@@ -11,6 +11,9 @@
 //!   `roundtrip` invariant.
 //! - `roundtrip` crashes (structured input) become explicit cases below, written from
 //!   `cargo fuzz fmt roundtrip <crash>`.
+//! - Bugs the script targets (`connection`, `session`, `node`) found in the library get a
+//!   focused test here too; their crash inputs are replayed by `tests/tests/fuzz_<target>.rs`
+//!   from `tests/data/fuzz-regressions/<target>/`.
 
 #[allow(dead_code)]
 #[path = "../../fuzz/src/invariants.rs"]

@@ -656,7 +656,10 @@ impl Harness {
 
     /// The fault-free tail, then the end-to-end checks.
     fn tail(&mut self) -> SessionRun {
-        for _ in 0..80 {
+        // Up to 240 s: with a small window both ends can be busy (no room for the answers a
+        // frame may need) and then progress only by retransmission timers; a fuzz input
+        // (`tests/data/fuzz-regressions/session/slow-busy-recovery`) needed 71 s.
+        for _ in 0..480 {
             let connected = self.a.attached && self.b.attached && !self.refused;
             if !self.a.link.is_closed() && !connected {
                 self.reconnect(true);

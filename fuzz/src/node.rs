@@ -13,8 +13,9 @@
 //!   ones, `Closed` at most once; `LinkDown` once per link, after every transaction on it was
 //!   `Closed`;
 //! - **relays**: no relay is open on the link its span came in on; every LNK_SPAN a node
-//!   sends carries a distance of at most [`MAX_DIST`]; everything a node sends is a valid
-//!   DMSG stream (CRCs, salt sequence);
+//!   sends on circuit 0 carries a distance of at most [`MAX_DIST`] (frames on a circuit are
+//!   routed transactions, forwarded as their originator wrote them); everything a node
+//!   sends is a valid DMSG stream (CRCs, salt sequence);
 //! - **reachability**: `Reachable`/`Unreachable` alternate per node, and once a node has no
 //!   pending work they match its span table (a node with a remote span and no local one);
 //! - **stats**: spans accepted minus removed equals the remote spans held; high-water marks
@@ -685,7 +686,10 @@ impl Harness {
                 continue;
             };
             let hdr = f.repr();
-            if hdr.cmd.command() == Command::LnkSpan {
+            // Spans propagate on circuit 0. A frame on a circuit is a routed transaction's,
+            // forwarded as its originator wrote it (a hostile peer may route a LNK_SPAN of any
+            // distance to another node; the node does not read it as a span).
+            if hdr.cmd.command() == Command::LnkSpan && hdr.circuit.0 == 0 {
                 if let Ok(Body::Span(span)) = f.body() {
                     assert!(
                         span.dist <= MAX_DIST,

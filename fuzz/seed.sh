@@ -5,7 +5,10 @@
 #
 # Writes OUT/decode_bytes/ and OUT/roundtrip/ from
 #   - tests/data/dragonfly/*.bin   (byte streams captured from DragonFly's C daemon), and
-#   - spec/vectors/*.hex           (golden vectors, if present; hex -> binary).
+#   - spec/vectors/*.hex           (golden vectors, if present; hex -> binary),
+# and copies the committed seeds of the script-driven targets (fuzz/seeds/session/,
+# fuzz/seeds/node/, ...: hand-written scripts and picked corpus entries, see
+# fuzz/README.md) to OUT/<target>/ as they are.
 # A decode_bytes input is [split byte, config byte, stream...] (fuzz/src/invariants.rs); each
 # stream becomes two seeds: prefix 00 00 (whole input, 1 MiB aux, 32 blocks, sequence checked)
 # and, as NAME.fixup, 07 20 (chunks of 1..=7 bytes, salts and CRCs recomputed before decoding,
@@ -69,4 +72,15 @@ if [ "${SEED_VECTORS:-1}" != 0 ]; then
     done
 fi
 
-echo "seed.sh: $n seeds per target in $out"
+m=0
+for d in "$root"/fuzz/seeds/*/; do
+    t=$(basename "$d")
+    case "$t" in decode_bytes | roundtrip) continue ;; esac
+    mkdir -p "$out/$t"
+    if [ -n "$(ls -A "$d")" ] && [ "$(cd "$d" && pwd)" != "$(cd "$out/$t" && pwd)" ]; then
+        cp "$d"* "$out/$t/"
+        m=$((m + $(find "$d" -type f | wc -l)))
+    fi
+done
+
+echo "seed.sh: $n seeds per codec target and $m script seeds in $out"

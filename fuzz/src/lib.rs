@@ -6,12 +6,16 @@
 
 pub mod connection;
 pub mod invariants;
+pub mod node;
+pub mod session;
 
 use arbitrary::Arbitrary;
 use dmsg_core::wire::{Body, HeaderRepr};
 
 pub use connection::check_connection;
 pub use invariants::{check_decode_bytes, check_roundtrip, RoundtripCase};
+pub use node::{check_node, NodeRun};
+pub use session::{check_session, SessionRun};
 
 /// At most this many frames per `roundtrip` input.
 pub const MAX_FRAMES: usize = 8;

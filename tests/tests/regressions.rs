@@ -11,6 +11,9 @@
 //!   `roundtrip` invariant.
 //! - `roundtrip` crashes (structured input) become explicit cases below, written from
 //!   `cargo fuzz fmt roundtrip <crash>`.
+//! - Bugs the script targets (`connection`, `session`, `node`) found in the library get a
+//!   focused test here too; their crash inputs are replayed by `tests/tests/fuzz_<target>.rs`
+//!   from `tests/data/fuzz-regressions/<target>/`.
 
 #[allow(dead_code)]
 #[path = "../../fuzz/src/invariants.rs"]
@@ -132,5 +135,83 @@ fn dragonfly_frames_pass_the_roundtrip_invariant() {
             piece: [0, 1, 13, 200][i % 4],
         };
         check_roundtrip(&case);
+    }
+}
+
+/// Found by the `session` fuzz target (`tests/data/fuzz-regressions/session/
+/// one-way-lost-quiet-tail`): two session links that both queued as many frames as they could
+/// before the peer's LNK_CONN arrived started their sessions with their answer to that
+/// LNK_CONN on top of the held frames, leaving no room in the window for the answers a
+/// received frame may need. Each then refused the other's frames as busy, nothing was ever
+/// acknowledged, and the link deadlocked. Held frames now leave room for that answer.
+#[test]
+fn session_links_that_both_filled_their_held_queue_still_exchange_everything() {
+    use dmsg_core::link::{Event, LinkConfig, Outgoing, ReliableConnection, SessionOffer};
+    use dmsg_core::time::{Duration, Instant};
+    use dmsg_core::wire::Command;
+
+    type L = ReliableConnection<{ 8 * 64 + 256 }, 256, 2048, 4, 8, 2048>;
+    let mut now = Instant::ZERO;
+    let cfg = |id| LinkConfig {
+        session: Some(SessionOffer::new(id)),
+        ..LinkConfig::default()
+    };
+    let mut ends = [
+        L::new(now, &cfg(0xA), Default::default()).unwrap(),
+        L::new(now, &cfg(0xB), Default::default()).unwrap(),
+    ];
+    // Both queue one-way messages until refused, before either hears from the other.
+    let mut sent = [0usize; 2];
+    for (end, sent) in ends.iter_mut().zip(&mut sent) {
+        while end
+            .send_one_way(
+                now,
+                &Outgoing::new(Command::DbgShell).with_aux(b"held"),
+                false,
+                None,
+            )
+            .is_ok()
+        {
+            *sent += 1;
+        }
+        assert!(*sent >= 2, "the held queue takes a few frames");
+    }
+    let mut got = [0usize; 2];
+    let mut wires = [Vec::new(), Vec::new()];
+    for _ in 0..200 {
+        for i in 0..2 {
+            let mut buf = [0u8; 1024];
+            loop {
+                let n = ends[i].poll_transmit(now, &mut buf);
+                if n == 0 {
+                    break;
+                }
+                wires[i].extend_from_slice(&buf[..n]);
+            }
+            while let Some(ev) = ends[i].poll_event() {
+                if let Event::OneWay { msg } = ev {
+                    assert_eq!(msg.aux, b"held");
+                    got[i] += 1;
+                }
+            }
+        }
+        for i in 0..2 {
+            let input = std::mem::take(&mut wires[1 - i]);
+            let used = ends[i].handle_input(now, &input);
+            wires[1 - i] = input[used..].to_vec();
+        }
+        now = now + Duration::from_millis(50);
+        for end in &mut ends {
+            end.handle_timeout(now);
+        }
+    }
+    assert_eq!(
+        got,
+        [sent[1], sent[0]],
+        "every held message reached the peer"
+    );
+    for end in &ends {
+        assert!(end.session_running());
+        assert_eq!(end.session().in_flight(), 0, "everything acknowledged");
     }
 }

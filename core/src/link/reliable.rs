@@ -175,12 +175,16 @@ impl<C, const WF: usize, const WB: usize, const RF: usize, const RB: usize>
     };
 
     /// Room for frames held before the session starts: they all fit into the empty window
-    /// with the reserve and the FIN's slot to spare.
+    /// with our answer to the peer's LNK_CONN (a bare header, sent through the session right
+    /// after it starts), the reserve and the FIN's slot to spare. Without the room for that
+    /// answer, two ends that both filled their staging area start their sessions with no room
+    /// for the answers a received frame may need (see `answers_fit`): each refuses the other's
+    /// frames as busy, nothing is ever acknowledged, and the link deadlocks.
     fn staging_room(&self) -> usize {
-        if self.staged_frames as usize + 1 + 1 + APP_RESERVE.frames as usize > WF {
+        if self.staged_frames as usize + 1 + 1 + 1 + APP_RESERVE.frames as usize > WF {
             return 0;
         }
-        (WB - CTL_RESERVE).saturating_sub(self.staged_bytes as usize)
+        (WB - CTL_RESERVE - HEADER_LEN).saturating_sub(self.staged_bytes as usize)
     }
 
     fn tick(&mut self, now: Instant) {

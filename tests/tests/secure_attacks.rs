@@ -464,3 +464,17 @@ fn resumed_session_proves_it_holds_the_original_handshake_secret() {
     let imposter = ib.resume_secret().unwrap();
     assert!(!sr.verify(&hb, &imposter.proof(&hb)));
 }
+
+#[test]
+fn consume_and_recv_clamp_to_what_is_there() {
+    let (mut i, mut r) = established(cfg());
+    let wire = seal_all(&mut i, b"abcdef");
+    assert_eq!(r.handle_input(T0, &wire), Ok(wire.len()));
+    let mut two = [0u8; 2];
+    assert_eq!(r.recv(&mut two), 2);
+    assert_eq!(&two, b"ab");
+    r.consume(usize::MAX);
+    assert!(r.plaintext().is_empty());
+    let wire = seal_all(&mut i, b"next");
+    assert_eq!(feed(&mut r, T0, &wire), (b"next".to_vec(), None));
+}

@@ -456,7 +456,7 @@ impl SecureChannel {
 
     /// Marks `n` bytes of [`plaintext`](Self::plaintext) as read (clamped to what is there).
     pub fn consume(&mut self, n: usize) {
-        self.plain.0 = (self.plain.0 + n).min(self.plain.1);
+        self.plain.0 = self.plain.0.saturating_add(n).min(self.plain.1);
         if self.plain.0 == self.plain.1 {
             self.plain = (0, 0);
         }

@@ -5,7 +5,7 @@
 mod secure_util;
 
 use dmsg_core::secure::{
-    Keypair, SecureChannel, SecureConfig, SecureError, SecureEvent, MAX_RECORD_PLAINTEXT,
+    Keypair, Role, SecureChannel, SecureConfig, SecureError, SecureEvent, MAX_RECORD_PLAINTEXT,
     RECORD_FIN,
 };
 use dmsg_core::time::{Duration, Instant};
@@ -455,14 +455,18 @@ fn resumed_session_proves_it_holds_the_original_handshake_secret() {
     let hb = ib.handshake_hash().unwrap();
     assert_eq!(Some(hb), rb.handshake_hash());
     assert_ne!(Some(hb), ia.handshake_hash());
-    // The resuming side proves B under A's secret; the other side checks it.
-    let proof = si.proof(&hb);
-    assert!(sr.verify(&hb, &proof));
-    // The proof is bound to B: it does not verify for another connection.
-    assert!(!sr.verify(&ia.handshake_hash().unwrap(), &proof));
+    // Each side proves B under A's secret, labelled with its role on B; the other checks.
+    let proof = si.proof(&hb, Role::Initiator);
+    assert!(sr.verify(&hb, Role::Initiator, &proof));
+    let answer = sr.proof(&hb, Role::Responder);
+    assert!(si.verify(&hb, Role::Responder, &answer));
+    // Bound to B: it does not verify for another connection.
+    assert!(!sr.verify(&ia.handshake_hash().unwrap(), Role::Initiator, &proof));
+    // Bound to its sender: reflecting the initiator's proof back does not pass as an answer.
+    assert!(!si.verify(&hb, Role::Responder, &proof));
     // A peer with the same static key but without A's secret (e.g. restarted) cannot prove.
     let imposter = ib.resume_secret().unwrap();
-    assert!(!sr.verify(&hb, &imposter.proof(&hb)));
+    assert!(!sr.verify(&hb, Role::Initiator, &imposter.proof(&hb, Role::Initiator)));
 }
 
 #[test]

@@ -627,3 +627,20 @@ impl core::fmt::Debug for SecureChannel {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_state_is_bounded_at_compile_time() {
+        // Two record buffers plus handshake/transport state and counters.
+        let size = core::mem::size_of::<SecureChannel>();
+        std::println!("SecureChannel: {size} bytes");
+        assert!(size >= 2 * MAX_RECORD_WIRE);
+        assert!(
+            size < 2 * MAX_RECORD_WIRE + 1024,
+            "SecureChannel is {size} bytes"
+        );
+    }
+}

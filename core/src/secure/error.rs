@@ -2,9 +2,11 @@
 
 use core::fmt;
 
-/// The typed reason a [`SecureChannel`](super::SecureChannel) failed. Every variant is fatal
-/// for the channel: once returned, every later call returns the same error, no further
-/// plaintext is delivered and nothing more is sent.
+/// The typed reason a [`SecureChannel`](super::SecureChannel) failed. Every variant but
+/// [`Closed`](Self::Closed) and [`InvalidConfig`](Self::InvalidConfig) is fatal for the
+/// channel: once returned, every later call returns the same error, no further plaintext is
+/// delivered, nothing more is sent, and the kind is counted in
+/// [`SecureFailures`](super::SecureFailures).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum SecureError {
@@ -38,7 +40,8 @@ pub enum SecureError {
     DataAfterClose,
     /// A nonce counter would have wrapped (cannot happen with a valid rekey interval).
     NonceExhausted,
-    /// The local side closed the channel; nothing more can be sent.
+    /// Local misuse, not fatal: sending after [`close`](super::SecureChannel::close),
+    /// `accept` when no peer waits for a decision, `close` before the handshake is done.
     Closed,
     /// The configuration was invalid (e.g. a rekey interval of 0).
     InvalidConfig,

@@ -34,5 +34,8 @@ pub use channel::{
 pub use error::SecureError;
 pub use keys::{Keypair, PublicKey, KEY_LEN};
 pub use noise::Role;
+/// The `rand_core` the channel's RNG parameters are written against, so a driver names the
+/// same version (`dmsg_core::secure::rand_core::{CryptoRng, RngCore}`).
+pub use rand_core;
 pub use resume::ResumeSecret;
 pub use stats::{SecureFailures, SecureStats};

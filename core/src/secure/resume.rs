@@ -2,23 +2,25 @@
 
 use zeroize::Zeroize;
 
-use super::noise::mac;
+use super::noise::{mac, Role};
 
 /// A per-session secret both ends derive from the handshake that created the session
 /// ([`SecureChannel::resume_secret`](super::SecureChannel::resume_secret)); zeroized on drop.
 ///
-/// On a reconnect, a fresh handshake runs (new keys, new handshake hash); the resuming side
-/// sends [`proof`](Self::proof) of the *new* handshake hash under the *old* secret, and the
-/// other side checks it with [`verify`](Self::verify). Only a peer that took part in the
-/// original handshake holds the secret, and the proof is bound to this one connection, so it
-/// cannot be replayed on another.
+/// On a reconnect, a fresh handshake runs (new keys, new handshake hash); each side sends
+/// [`proof`](Self::proof) of the *new* handshake hash under the *old* secret, labelled with
+/// its role on the new connection, and the other side checks it with
+/// [`verify`](Self::verify). Only a peer that took part in the original handshake holds the
+/// secret; the proof is bound to this one connection (it cannot be replayed on another) and
+/// to its sender's role (it cannot be reflected back).
 ///
 /// ```
-/// use dmsg_core::secure::ResumeSecret;
+/// use dmsg_core::secure::{ResumeSecret, Role};
 /// let s = ResumeSecret::new([5; 32]);
-/// let p = s.proof(&[1; 32]);
-/// assert!(s.verify(&[1; 32], &p));
-/// assert!(!s.verify(&[2; 32], &p));
+/// let p = s.proof(&[1; 32], Role::Initiator);
+/// assert!(s.verify(&[1; 32], Role::Initiator, &p));
+/// assert!(!s.verify(&[2; 32], Role::Initiator, &p));
+/// assert!(!s.verify(&[1; 32], Role::Responder, &p));
 /// ```
 #[derive(Clone)]
 pub struct ResumeSecret([u8; 32]);
@@ -31,14 +33,20 @@ impl ResumeSecret {
         ResumeSecret(bytes)
     }
 
-    /// The proof for the connection whose handshake hash is `handshake_hash`.
-    pub fn proof(&self, handshake_hash: &[u8; 32]) -> [u8; 32] {
-        mac(&self.0, &[PROOF_LABEL, handshake_hash])
+    /// The proof sent by the side playing `sender` on the connection whose handshake hash is
+    /// `handshake_hash`.
+    pub fn proof(&self, handshake_hash: &[u8; 32], sender: Role) -> [u8; 32] {
+        let role = match sender {
+            Role::Initiator => [b'I'],
+            Role::Responder => [b'R'],
+        };
+        mac(&self.0, &[PROOF_LABEL, &role, handshake_hash])
     }
 
-    /// Whether `proof` is right for `handshake_hash` (constant-time comparison).
-    pub fn verify(&self, handshake_hash: &[u8; 32], proof: &[u8; 32]) -> bool {
-        let mut want = self.proof(handshake_hash);
+    /// Whether `proof` is the one `sender` must send for `handshake_hash` (constant-time
+    /// comparison).
+    pub fn verify(&self, handshake_hash: &[u8; 32], sender: Role, proof: &[u8; 32]) -> bool {
+        let mut want = self.proof(handshake_hash, sender);
         let diff = want.iter().zip(proof).fold(0u8, |a, (x, y)| a | (x ^ y));
         want.zeroize();
         diff == 0

@@ -51,6 +51,11 @@ pub const SUBCOMMANDS: &[Subcommand] = &[
         summary: "print the span tree a node knows, as text or Graphviz DOT (--dot)",
         run: shell_cmd::tree_main,
     },
+    Subcommand {
+        name: "keygen",
+        summary: "write a new key pair for the secure channel (secret file mode 0600)",
+        run: crate::keys::keygen_main,
+    },
 ];
 
 /// The top-level help text.

@@ -23,6 +23,8 @@
 //! - [`shell`]: the debug-shell client (DBG_SHELL as DragonFly's `hammer2 shell` sends it).
 //! - [`tree`]: the span tree text parsed and converted to Graphviz DOT.
 //! - [`logging`]: `log` + `env_logger` set up from `-v` counts.
+//! - [`keys`]: key files, the keys-directory policy (`<peer>.pub` / `<peer>.none` / refuse)
+//!   and `dmsg keygen`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -32,6 +34,7 @@ pub mod connector;
 pub mod decode_cmd;
 pub mod hexin;
 pub mod json;
+pub mod keys;
 pub mod link;
 pub mod logging;
 pub mod net;

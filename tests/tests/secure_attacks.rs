@@ -388,6 +388,15 @@ fn rekeying_keeps_both_sides_in_step_and_never_repeats_a_keystream() {
 }
 
 #[test]
+fn a_low_order_configured_hub_key_is_refused_at_construction() {
+    let zero = dmsg_core::secure::PublicKey([0; 32]);
+    assert_eq!(
+        SecureChannel::initiator(cfg(), keys(1), zero, T0, &mut TestRng(1)).unwrap_err(),
+        SecureError::WeakKey
+    );
+}
+
+#[test]
 fn invalid_rekey_interval_is_refused() {
     let bad = SecureConfig {
         rekey_after: 0,

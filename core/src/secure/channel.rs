@@ -163,6 +163,8 @@ pub struct SecureChannel {
 impl SecureChannel {
     /// The connecting side: holds `local` and knows the responder's static key `remote`.
     /// Handshake message 1 is queued at once ([`poll_transmit`](Self::poll_transmit)).
+    /// Errors: [`SecureError::InvalidConfig`], or [`SecureError::WeakKey`] for a low-order
+    /// `remote` key.
     pub fn initiator<R: RngCore + CryptoRng + ?Sized>(
         cfg: SecureConfig,
         local: Keypair,
@@ -174,9 +176,10 @@ impl SecureChannel {
         let e = Keypair::generate(rng);
         let mut ch = SecureChannel::blank(cfg, Role::Initiator, now);
         let mut hs = IkHandshake::initiator(PROLOGUE, local, remote, e);
+        // Fails only for a low-order `remote` key (WeakKey): nothing to count yet.
         let n = hs
             .write_message(&[], &mut ch.tx[RECORD_HEADER_LEN..])
-            .map_err(|_| SecureError::InvalidConfig)?;
+            .map_err(handshake_error)?;
         ch.tx[..RECORD_HEADER_LEN].copy_from_slice(&(n as u16).to_be_bytes());
         ch.tx_out = (0, RECORD_HEADER_LEN + n);
         ch.hs = Some(hs);

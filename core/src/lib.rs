@@ -50,6 +50,8 @@ pub mod encode;
 pub mod errcode;
 pub mod link;
 pub mod node;
+#[cfg(feature = "secure")]
+pub mod secure;
 pub mod session;
 pub mod span;
 pub mod time;

@@ -72,6 +72,11 @@ pub const SUBCOMMANDS: &[Subcommand] = &[
         summary: "measure DMSG against raw TCP over loopback (throughput, round trips)",
         run: bench::main,
     },
+    Subcommand {
+        name: "keygen",
+        summary: "write a new key pair for the secure channel (secret file mode 0600)",
+        run: crate::keys::keygen_main,
+    },
 ];
 
 /// The top-level help text.

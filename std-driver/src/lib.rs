@@ -30,6 +30,8 @@
 //! - [`tree`]: the span tree text parsed and converted to Graphviz DOT.
 //! - [`logging`]: `log` + `env_logger` set up from `-v` counts.
 //! - [`interrupt`]: Ctrl-C / SIGTERM as a graceful stop for `hub` and `leaf`.
+//! - [`keys`]: key files, the keys-directory policy (`<peer>.pub` / `<peer>.none` / refuse)
+//!   and `dmsg keygen`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -43,6 +45,7 @@ pub mod demo;
 pub mod hexin;
 pub mod interrupt;
 pub mod json;
+pub mod keys;
 pub mod link;
 pub mod logging;
 pub mod net;

@@ -27,6 +27,7 @@ use dmsg_core::link::{
     classify_stream, CloseReason, Connection, Event, LinkConfig, NoSession, Outgoing, Reliable,
     SendError, SessionOffer, SessionSlot, StreamStart, TxnEnd, TxnId,
 };
+use dmsg_core::node::Node;
 use dmsg_core::time::{Duration, Instant};
 use dmsg_core::wire::body::SpanRepr;
 use dmsg_core::wire::{Body, Command, Flags, Label};
@@ -34,6 +35,9 @@ use dmsg_core::wire::{Body, Command, Flags, Label};
 /// The links under test: the core's MCU sizes (1 KiB aux, 8-block headers, 2 KiB output
 /// queue, 8 transactions per side, the 1 KiB-table CRC); `S` selects the session storage.
 type Link<S> = Connection<{ 8 * 64 + 1024 }, 1024, 2048, 8, SoftCrc32c1, S>;
+/// A one-link `Node` with the embassy leaf's link parameters and `SPANS` span slots.
+type LeafNode<const SPANS: usize> =
+    Node<1, SPANS, 2, 8, { 8 * 64 + 1024 }, 1024, 1024, 8, SoftCrc32c1>;
 /// `ReliableMcuConnection`'s session storage: a 12-frame, 2 KiB retransmit window.
 type Session = Reliable<SoftCrc32c1, 12, 2048, 0, 0>;
 
@@ -670,6 +674,14 @@ fn reconnect_reliable(link: &mut Link<Session>, now: Instant) -> bool {
 #[entry]
 fn main() -> ! {
     hprintln!("dmsg-core self-test on an emulated Cortex-M (thumbv6m code)");
+    // What a `Node` leaf would cost in RAM on the RP2040 (one link with the embassy leaf's
+    // `LeafConnection` parameters; the spans a leaf holds: its own and those the hub relays).
+    hprintln!(
+        "sizes: LeafConnection {} B; Node<1 link, 4 spans, 2 relays, 8 routes> {} B; with 16 spans {} B",
+        core::mem::size_of::<Connection<{ 8 * 64 + 1024 }, 1024, 1024, 8, SoftCrc32c1>>(),
+        core::mem::size_of::<LeafNode<4>>(),
+        core::mem::size_of::<LeafNode<16>>(),
+    );
     let mut chk = Checks {
         passed: 0,
         failed: 0,

@@ -561,7 +561,6 @@ where
         let mut used = 0;
         // The frame's parsed body. Most data frames have none: only the tag is written, and
         // the 368-byte enum is passed on by reference, never moved.
-        let mut body = Body::None;
         while used < input.len() && self.ready_for_input() {
             let (n, frame) = match self.decoder.decode(&input[used..]) {
                 Ok(out) => {
@@ -569,8 +568,8 @@ where
                     let aux_lent = &mut self.aux_lent;
                     let ext_buf = &mut self.rx_ext;
                     let ext_len = &mut self.rx_ext_len;
+                    let body_buf = &mut self.rx_body;
                     let bad_bodies = &mut self.stats.bad_bodies;
-                    let body = &mut body;
                     let frame = out.frame.map(|f| {
                         let aux = f.aux();
                         *aux_lent = if lend {
@@ -587,14 +586,7 @@ where
                             (None, None) => 0, // the decoder limits aux to AUX bytes
                         };
                         *ext_len = copy_opaque_ext(&f, ext_buf);
-                        match f.body() {
-                            Ok(Body::None) => *body = Body::None,
-                            Ok(b) => *body = b,
-                            Err(_) => {
-                                *bad_bodies += 1;
-                                *body = Body::None;
-                            }
-                        }
+                        store_body(&f, body_buf, bad_bodies);
                         (f.repr(), copied)
                     });
                     (out.consumed, frame)
@@ -611,9 +603,9 @@ where
             match frame {
                 Some((hdr, aux_len)) => {
                     if self.rel.holding() {
-                        S::first_frame(self, now, &hdr, &body);
+                        S::first_frame(self, now, &hdr);
                     }
-                    self.on_frame(now, hdr, &body, aux_len);
+                    self.on_frame(now, hdr, aux_len);
                     if self.rx.is_none() {
                         // Lent aux belongs only to a frame that became the pending event;
                         // the next frame may take another path (the session's, which
@@ -1165,6 +1157,20 @@ fn closed_event(side: Side, slot: &txn::Slot) -> Event<'static> {
         txn: TxnId::new(side, slot.msgid, slot.serial),
         error,
         end,
+    }
+}
+
+/// Parses the body of frame `f` into `dst` (the link's received-body slot, free while input
+/// is read), in place: a body is up to a few hundred bytes, and moving it through the receive
+/// path by value cost kilobytes of copies on small MCUs. A body that does not parse is
+/// counted and stored as [`Body::None`].
+fn store_body(f: &crate::decode::Frame<'_>, dst: &mut Body, bad_bodies: &mut u64) {
+    match f.body() {
+        Ok(b) => *dst = b,
+        Err(_) => {
+            *bad_bodies += 1;
+            *dst = Body::None;
+        }
     }
 }
 

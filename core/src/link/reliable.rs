@@ -372,7 +372,6 @@ pub(super) mod hooks {
             _c: &mut Connection<RX, AUX, TX, TXNS, C, Self>,
             _now: Instant,
             _hdr: &HeaderRepr,
-            _body: &Body,
         ) {
         }
 
@@ -659,9 +658,8 @@ pub(super) mod hooks {
             c: &mut Connection<RX, AUX, TX, TXNS, C, Self>,
             now: Instant,
             hdr: &HeaderRepr,
-            body: &Body,
         ) {
-            c.session_first_frame(now, hdr, body);
+            c.session_first_frame(now, hdr);
         }
 
         fn input<const RX: usize, const AUX: usize, const TX: usize, const TXNS: usize>(
@@ -1034,10 +1032,10 @@ where
 
     /// The peer's first frame while holding: its LNK_CONN offering the session starts it;
     /// anything else means a plain peer.
-    fn session_first_frame(&mut self, now: Instant, hdr: &HeaderRepr, body: &Body) {
+    fn session_first_frame(&mut self, now: Instant, hdr: &HeaderRepr) {
         self.rel.tick(now);
         let flags = hdr.cmd.flags();
-        let peer_id = match body {
+        let peer_id = match &self.rx_body {
             Body::Conn(conn)
                 if hdr.cmd.command() == Command::LnkConn
                     && flags.contains(Flags::CREATE)
@@ -1109,7 +1107,6 @@ where
         }
         self.release_delivered();
         let mut used = 0;
-        let mut body = Body::None;
         loop {
             if self.is_closed() {
                 self.stats.rx_bytes_discarded += (input.len() - used) as u64;
@@ -1129,8 +1126,8 @@ where
             let aux_buf = &mut self.aux;
             let ext_buf = &mut self.rx_ext;
             let ext_len = &mut self.rx_ext_len;
+            let body_buf = &mut self.rx_body;
             let bad_bodies = &mut self.stats.bad_bodies;
-            let body_slot = &mut body;
             let (n, frame) = match self.decoder.decode(&input[used..]) {
                 Ok(out) => {
                     let frame = out.frame.map(|f| {
@@ -1152,15 +1149,7 @@ where
                         };
                         let repr = f.repr();
                         *ext_len = copy_ext(repr.cmd.command(), f.ext_bytes(), ext_buf);
-                        // As in the plain path: a body-less frame writes only the tag.
-                        match f.body() {
-                            Ok(Body::None) => *body_slot = Body::None,
-                            Ok(b) => *body_slot = b,
-                            Err(_) => {
-                                *bad_bodies += 1;
-                                *body_slot = Body::None;
-                            }
-                        }
+                        super::store_body(&f, body_buf, bad_bodies);
                         Some((repr, copied))
                     });
                     (out.consumed, frame)
@@ -1177,7 +1166,7 @@ where
             match frame {
                 Some(Some((hdr, aux_len))) => {
                     debug_assert!(!stalled, "the busy path delivers nothing");
-                    self.on_frame(now, hdr, &body, aux_len);
+                    self.on_frame(now, hdr, aux_len);
                 }
                 Some(None) => self.stats.frames_in += 1,
                 None if n == 0 => break,
@@ -1206,11 +1195,14 @@ where
         };
         let repr = held.repr();
         *ext_len = copy_ext(repr.cmd.command(), held.ext_bytes(), ext_buf);
-        let body = held.body().unwrap_or_else(|_| {
-            self.stats.bad_bodies += 1;
-            Body::None
-        });
-        self.on_frame(now, repr, &body, copied);
+        self.rx_body = match held.body() {
+            Ok(b) => b,
+            Err(_) => {
+                self.stats.bad_bodies += 1;
+                Body::None
+            }
+        };
+        self.on_frame(now, repr, copied);
         self.session_events(now);
         true
     }

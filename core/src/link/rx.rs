@@ -28,8 +28,9 @@ where
     C: Crc32c + Clone,
     S: SessionSlot<C>,
 {
-    /// Handles one verified frame. Its aux data is already in `self.aux[..aux_len]`.
-    pub(super) fn on_frame(&mut self, now: Instant, hdr: HeaderRepr, body: &Body, aux_len: usize) {
+    /// Handles one verified frame. Its body is already in `self.rx_body` and its aux data in
+    /// `self.aux[..aux_len]`.
+    pub(super) fn on_frame(&mut self, now: Instant, hdr: HeaderRepr, aux_len: usize) {
         self.stats.frames_in += 1;
         let flags = hdr.cmd.flags();
         let side = if flags.intersects(Flags::REPLY | Flags::REVTRANS) {
@@ -57,16 +58,16 @@ where
                 _ => {}
             }
         }
-        if self.on_conn_frame(now, side, &hdr, body) {
+        if self.on_conn_frame(now, side, &hdr) {
             return;
         }
         if one_way {
-            self.on_one_way(side, hdr, body, aux_len);
+            self.on_one_way(side, hdr, aux_len);
             return;
         }
         match side {
-            Side::Theirs => self.on_opener_frame(now, hdr, body, aux_len),
-            Side::Ours => self.on_reply_frame(now, hdr, body, aux_len),
+            Side::Theirs => self.on_opener_frame(now, hdr, aux_len),
+            Side::Ours => self.on_reply_frame(now, hdr, aux_len),
         }
     }
 
@@ -77,15 +78,10 @@ where
         }
     }
 
-    fn set_rx(&mut self, kind: RxKind, header: HeaderRepr, body: &Body, aux_len: usize) {
+    fn set_rx(&mut self, kind: RxKind, header: HeaderRepr, aux_len: usize) {
         debug_assert!(self.rx.is_none(), "input is gated on pending events");
         self.rx = Some(RxEvent { kind, header });
         self.rx_delivered = false;
-        // Most data frames have no structure: write the tag, not the 368-byte enum.
-        self.rx_body = match body {
-            Body::None => Body::None,
-            b => *b,
-        };
         self.aux_len = aux_len;
     }
 
@@ -102,10 +98,10 @@ where
         }
     }
 
-    fn on_one_way(&mut self, side: Side, hdr: HeaderRepr, body: &Body, aux: usize) {
+    fn on_one_way(&mut self, side: Side, hdr: HeaderRepr, aux: usize) {
         if hdr.msgid.0 != 0 {
             if let Some(i) = self.table(side).find_live(hdr.msgid) {
-                self.on_txn_frame(side, i, hdr, body, aux);
+                self.on_txn_frame(side, i, hdr, aux);
                 return;
             }
             if side == Side::Theirs && self.tombstones.contains(hdr.msgid) {
@@ -114,11 +110,11 @@ where
             }
         }
         self.stats.one_way_in += 1;
-        self.set_rx(RxKind::OneWay, hdr, body, aux);
+        self.set_rx(RxKind::OneWay, hdr, aux);
     }
 
     /// A frame in a live transaction, judged by the state machine.
-    fn on_txn_frame(&mut self, side: Side, i: usize, hdr: HeaderRepr, body: &Body, aux_len: usize) {
+    fn on_txn_frame(&mut self, side: Side, i: usize, hdr: HeaderRepr, aux_len: usize) {
         let Some(slot) = self.table(side).get(i).copied() else {
             debug_assert!(false, "index from find_live");
             return;
@@ -141,7 +137,7 @@ where
                 }
                 self.table_mut(side).replace(i, s);
                 let txn = TxnId::new(side, s.msgid, s.serial);
-                self.set_rx(RxKind::Message(txn), hdr, body, aux_len);
+                self.set_rx(RxKind::Message(txn), hdr, aux_len);
                 self.check_clean_close();
             }
             Step::Discard => self.stats.late_aborts += 1,
@@ -151,10 +147,10 @@ where
     }
 
     /// A transactional frame in the peer's msgid space (the peer is the opener).
-    fn on_opener_frame(&mut self, now: Instant, hdr: HeaderRepr, body: &Body, aux_len: usize) {
+    fn on_opener_frame(&mut self, now: Instant, hdr: HeaderRepr, aux_len: usize) {
         let msgid = hdr.msgid;
         if let Some(i) = self.theirs.find_live(msgid) {
-            self.on_txn_frame(Side::Theirs, i, hdr, body, aux_len);
+            self.on_txn_frame(Side::Theirs, i, hdr, aux_len);
             return;
         }
         let flags = hdr.cmd.flags();
@@ -162,7 +158,7 @@ where
         let delete = flags.contains(Flags::DELETE);
         let abort = flags.contains(Flags::ABORT);
         if create {
-            self.on_peer_create(now, hdr, body, aux_len);
+            self.on_peer_create(now, hdr, aux_len);
             return;
         }
         if self.tombstones.contains(msgid) {
@@ -182,7 +178,7 @@ where
     }
 
     /// CREATE from the peer for a msgid it has no live transaction with.
-    fn on_peer_create(&mut self, now: Instant, hdr: HeaderRepr, body: &Body, aux_len: usize) {
+    fn on_peer_create(&mut self, now: Instant, hdr: HeaderRepr, aux_len: usize) {
         let msgid = hdr.msgid;
         let flags = hdr.cmd.flags();
         let delete = flags.contains(Flags::DELETE);
@@ -227,14 +223,14 @@ where
             return;
         }
         let txn = TxnId::new(Side::Theirs, msgid, serial);
-        self.set_rx(RxKind::Opened(txn), hdr, body, aux_len);
+        self.set_rx(RxKind::Opened(txn), hdr, aux_len);
     }
 
     /// A transactional frame in our msgid space (the peer answers a transaction of ours).
-    fn on_reply_frame(&mut self, now: Instant, hdr: HeaderRepr, body: &Body, aux_len: usize) {
+    fn on_reply_frame(&mut self, now: Instant, hdr: HeaderRepr, aux_len: usize) {
         let msgid = hdr.msgid;
         if let Some(i) = self.ours.find_live(msgid) {
-            self.on_txn_frame(Side::Ours, i, hdr, body, aux_len);
+            self.on_txn_frame(Side::Ours, i, hdr, aux_len);
             return;
         }
         let flags = hdr.cmd.flags();
@@ -255,7 +251,7 @@ where
     }
 
     /// Frames of the LNK_CONN transactions. Returns true when the frame was one.
-    fn on_conn_frame(&mut self, now: Instant, side: Side, hdr: &HeaderRepr, body: &Body) -> bool {
+    fn on_conn_frame(&mut self, now: Instant, side: Side, hdr: &HeaderRepr) -> bool {
         let msgid = hdr.msgid;
         match side {
             Side::Ours => {
@@ -277,7 +273,7 @@ where
                     && hdr.cmd.command() == Command::LnkConn
                     && !self.theirs.contains_live_msgid(msgid)
                 {
-                    self.on_peer_conn_open(now, hdr, body);
+                    self.on_peer_conn_open(now, hdr);
                     return true;
                 }
                 false
@@ -337,7 +333,7 @@ where
 
     /// The peer opens its LNK_CONN: report it and accept it the way DragonFly does
     /// (LNK_ERROR|CREATE|REPLY|REVTRANS, error 0), closing our side too if it closed its own.
-    fn on_peer_conn_open(&mut self, now: Instant, hdr: &HeaderRepr, body: &Body) {
+    fn on_peer_conn_open(&mut self, now: Instant, hdr: &HeaderRepr) {
         let msgid = hdr.msgid;
         let flags = hdr.cmd.flags();
         let delete = flags.contains(Flags::DELETE);
@@ -359,7 +355,7 @@ where
         let Step::Accept(mut state) = txn::step(TxnState::NEW, Actor::Remote, flags) else {
             return;
         };
-        let conn = match body {
+        let conn = match &self.rx_body {
             Body::Conn(c) => *c,
             _ => Default::default(),
         };

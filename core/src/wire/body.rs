@@ -488,6 +488,11 @@ impl BlkErrorRepr {
 }
 
 /// Any extended-header body.
+///
+/// Without the `all-bodies` feature (on by default) only [`Body::Conn`] and [`Body::Span`]
+/// exist: frames of LNK_AUTH, LNK_VOLCONF and the BLK_* commands are then received with
+/// [`Body::None`] (their extended header is not parsed) and cannot be sent. A cluster leaf
+/// on a small MCU needs neither, and leaving them out saves about 3.5 KiB of flash.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -497,18 +502,23 @@ pub enum Body {
     #[default]
     None,
     /// LNK_AUTH.
+    #[cfg(feature = "all-bodies")]
     Auth(AuthRepr),
     /// LNK_CONN.
     Conn(ConnRepr),
     /// LNK_SPAN.
     Span(SpanRepr),
     /// LNK_VOLCONF.
+    #[cfg(feature = "all-bodies")]
     Volconf(VolconfRepr),
     /// BLK_OPEN or BLK_CLOSE.
+    #[cfg(feature = "all-bodies")]
     BlkOpen(BlkOpenRepr),
     /// BLK_READ, BLK_WRITE, BLK_FLUSH or BLK_FREEBLKS.
+    #[cfg(feature = "all-bodies")]
     BlkIo(BlkIoRepr),
     /// BLK_ERROR.
+    #[cfg(feature = "all-bodies")]
     BlkError(BlkErrorRepr),
 }
 
@@ -516,14 +526,19 @@ impl Body {
     /// Parses the body of `command` from an extended header (base header included).
     pub fn parse(command: Command, ext: &[u8], o: ByteOrder) -> Result<Body, WireError> {
         Ok(match command {
+            #[cfg(feature = "all-bodies")]
             Command::LnkAuth => Body::Auth(AuthRepr::parse(ext, o)?),
             Command::LnkConn => Body::Conn(ConnRepr::parse(ext, o)?),
             Command::LnkSpan => Body::Span(SpanRepr::parse(ext, o)?),
+            #[cfg(feature = "all-bodies")]
             Command::LnkVolconf => Body::Volconf(VolconfRepr::parse(ext, o)?),
+            #[cfg(feature = "all-bodies")]
             Command::BlkOpen | Command::BlkClose => Body::BlkOpen(BlkOpenRepr::parse(ext, o)?),
+            #[cfg(feature = "all-bodies")]
             Command::BlkRead | Command::BlkWrite | Command::BlkFlush | Command::BlkFreeblks => {
                 Body::BlkIo(BlkIoRepr::parse(ext, o)?)
             }
+            #[cfg(feature = "all-bodies")]
             Command::BlkError => Body::BlkError(BlkErrorRepr::parse(ext, o)?),
             _ => Body::None,
         })
@@ -533,43 +548,54 @@ impl Body {
     pub fn blocks(&self) -> u8 {
         match self {
             Body::None => 1,
+            #[cfg(feature = "all-bodies")]
             Body::Auth(_) => Command::LnkAuth.blocks(),
             Body::Conn(_) => Command::LnkConn.blocks(),
             Body::Span(_) => Command::LnkSpan.blocks(),
+            #[cfg(feature = "all-bodies")]
             Body::Volconf(_) => Command::LnkVolconf.blocks(),
+            #[cfg(feature = "all-bodies")]
             Body::BlkOpen(_) => Command::BlkOpen.blocks(),
+            #[cfg(feature = "all-bodies")]
             Body::BlkIo(_) => Command::BlkRead.blocks(),
+            #[cfg(feature = "all-bodies")]
             Body::BlkError(_) => Command::BlkError.blocks(),
         }
     }
 
     /// True when this body is the structure `command` carries.
     pub fn fits(&self, command: Command) -> bool {
-        matches!(
-            (self, command),
+        match (self, command) {
+            (Body::None, _) => command.struct_len().is_none_or(|l| l <= 64),
+            (Body::Conn(_), Command::LnkConn) | (Body::Span(_), Command::LnkSpan) => true,
+            #[cfg(feature = "all-bodies")]
             (Body::Auth(_), Command::LnkAuth)
-                | (Body::Conn(_), Command::LnkConn)
-                | (Body::Span(_), Command::LnkSpan)
-                | (Body::Volconf(_), Command::LnkVolconf)
-                | (Body::BlkOpen(_), Command::BlkOpen | Command::BlkClose)
-                | (
-                    Body::BlkIo(_),
-                    Command::BlkRead | Command::BlkWrite | Command::BlkFlush | Command::BlkFreeblks
-                )
-                | (Body::BlkError(_), Command::BlkError)
-        ) || (matches!(self, Body::None) && command.struct_len().is_none_or(|l| l <= 64))
+            | (Body::Volconf(_), Command::LnkVolconf)
+            | (Body::BlkOpen(_), Command::BlkOpen | Command::BlkClose)
+            | (
+                Body::BlkIo(_),
+                Command::BlkRead | Command::BlkWrite | Command::BlkFlush | Command::BlkFreeblks,
+            )
+            | (Body::BlkError(_), Command::BlkError) => true,
+            _ => false,
+        }
     }
 
     /// Writes the body into `ext` (at least `blocks() * 64` bytes, base header included).
     pub fn emit(&self, ext: &mut [u8], o: ByteOrder) {
         match self {
             Body::None => {}
+            #[cfg(feature = "all-bodies")]
             Body::Auth(r) => r.emit(ext, o),
             Body::Conn(r) => r.emit(ext, o),
             Body::Span(r) => r.emit(ext, o),
+            #[cfg(feature = "all-bodies")]
             Body::Volconf(r) => r.emit(ext, o),
+            #[cfg(feature = "all-bodies")]
             Body::BlkOpen(r) => r.emit(ext, o),
+            #[cfg(feature = "all-bodies")]
             Body::BlkIo(r) => r.emit(ext, o),
+            #[cfg(feature = "all-bodies")]
             Body::BlkError(r) => r.emit(ext, o),
         }
     }
@@ -580,6 +606,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(feature = "all-bodies")]
     fn every_body_round_trips_in_both_orders() {
         let mut span = SpanRepr {
             peer_id: Uuid([1; 16]),

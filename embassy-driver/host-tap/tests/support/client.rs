@@ -10,14 +10,16 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use dmsg_core::node::{NodeAddr, NodeTxn};
+use dmsg_core::link::SendError;
+use dmsg_core::node::{NodeAddr, NodeError, NodeTxn};
 use dmsg_core::wire::body::peer_type;
 use dmsg_core::wire::{Body, Command, Flags, Label, Uuid};
 use dmsg_std::link::Message;
 use dmsg_std::net::Addr;
 use dmsg_std::node::drive::LeafNode;
-use dmsg_std::node::{self, NodeEvent, NodeHandle, NodeOptions};
+use dmsg_std::node::{self, NodeEvent, NodeHandle, NodeOptions, RtError};
 
 /// How a transaction the client opened ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,9 +148,24 @@ impl Client {
             aux: aux.to_vec(),
             error: 0,
         };
+        // `WouldBlock` is the runtime's backpressure (the link's output or its session
+        // window is full, e.g. while the session starts): retry, as its docs say, for a while.
+        let deadline = Instant::now() + Duration::from_secs(10);
         // Registered under the lock, so an answer racing the registration is not lost.
         let mut s = self.lock();
-        match self.handle.open(to, msg, Flags::DELETE) {
+        let opened = loop {
+            match self.handle.open(to, msg.clone(), Flags::DELETE) {
+                Err(RtError::Node(NodeError::Link(SendError::WouldBlock { .. })))
+                    if Instant::now() < deadline =>
+                {
+                    drop(s);
+                    std::thread::sleep(Duration::from_millis(5));
+                    s = self.lock();
+                }
+                other => break other,
+            }
+        };
+        match opened {
             Ok(txn) => match s.early.remove(&txn) {
                 Some(Early {
                     replies,

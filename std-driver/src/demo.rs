@@ -422,10 +422,11 @@ fn request(from: &Leaf, to: NodeAddr, body: &[u8]) -> Result<Duration, Failed> {
     let t = Instant::now();
     let txn = from
         .handle
-        .open(
+        .open_waiting(
             to,
             Message::new(Command::DbgShell).with_aux(body),
             Flags::DELETE,
+            Duration::from_secs(5),
         )
         .map_err(rt("open"))?;
     let mut answered = false;
@@ -486,10 +487,11 @@ fn stream_with_cut(from: &Leaf, to: NodeAddr, n: usize) -> Result<CutResult, Fai
     let frame = |k: usize| format!("frame {k:08}").into_bytes();
     let txn = from
         .handle
-        .open(
+        .open_waiting(
             to,
             Message::new(Command::DbgShell).with_aux(frame(0)),
             Flags::empty(),
+            Duration::from_secs(5),
         )
         .map_err(rt("open the stream"))?;
     let mut sent = 1usize;

@@ -125,10 +125,11 @@ fn ten_leaves(sessions: bool) {
             }
             let body = format!("{i}->{j}").into_bytes();
             let txn = h
-                .open(
+                .open_waiting(
                     addr_of(cluster, n),
                     Message::new(Command::DbgShell).with_aux(body.clone()),
                     Flags::DELETE,
+                    Duration::from_secs(5),
                 )
                 .unwrap();
             open.insert(txn);
@@ -171,10 +172,11 @@ fn without_sessions_a_cut_connection_ends_open_transactions_with_lostlink_and_th
     });
     // A transaction left open (no DELETE): b echoes, a keeps it open.
     let txn = a
-        .open(
+        .open_waiting(
             addr_of(cluster, "b"),
             Message::new(Command::DbgShell).with_aux(*b"hold"),
             Flags::empty(),
+            Duration::from_secs(5),
         )
         .unwrap();
     let echo = next_matching(&a_ev, "the echo", |e| match e {
@@ -221,10 +223,11 @@ fn with_sessions_a_stream_survives_forced_connection_resets_without_loss_or_dupl
     });
     let frame = |k: usize| format!("frame {k:06}").into_bytes();
     let txn = a
-        .open(
+        .open_waiting(
             addr_of(cluster, "b"),
             Message::new(Command::DbgShell).with_aux(frame(0)),
             Flags::empty(),
+            Duration::from_secs(5),
         )
         .unwrap();
     let (mut sent, mut echoed) = (1usize, 0usize);
@@ -445,10 +448,11 @@ fn with_sessions_a_resume_over_a_half_open_connection_replaces_it() {
     });
     let frame = |k: usize| format!("frame {k:06}").into_bytes();
     let txn = a
-        .open(
+        .open_waiting(
             addr_of(cluster, "b"),
             Message::new(Command::DbgShell).with_aux(frame(0)),
             Flags::empty(),
+            Duration::from_secs(5),
         )
         .unwrap();
     let (mut sent, mut echoed) = (1usize, 0usize);

@@ -69,7 +69,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use dmsg_core::link::{LinkConfig, LinkStats};
+use dmsg_core::link::{LinkConfig, LinkStats, SendError};
 use dmsg_core::node::{LocalSpan, NodeAddr, NodeConfig, NodeError, NodeStats, NodeTxn};
 use dmsg_core::span::LinkId;
 use dmsg_core::wire::body::{peer_type, SpanRepr};
@@ -319,6 +319,43 @@ impl NodeHandle {
             c.node().open(now, to, &msg.as_outgoing(), flags)
         })?
         .map_err(RtError::Node)
+    }
+
+    /// [`open`](Self::open), waiting up to `patience` while the node answers `WouldBlock`
+    /// (the link's output queue or its session window is full, e.g. right after a session
+    /// link came up with the spans it relays still unacknowledged). Other errors return at
+    /// once; after `patience` the last `WouldBlock` is returned.
+    ///
+    /// ```no_run
+    /// # fn f(h: &dmsg_std::node::NodeHandle, to: dmsg_core::node::NodeAddr)
+    /// # -> Result<(), dmsg_std::node::RtError> {
+    /// use std::time::Duration;
+    /// use dmsg_core::wire::{Command, Flags};
+    /// use dmsg_std::link::Message;
+    /// let msg = Message::new(Command::DbgShell).with_aux(b"ping".to_vec());
+    /// let txn = h.open_waiting(to, msg, Flags::DELETE, Duration::from_secs(5))?;
+    /// # let _ = txn; Ok(()) }
+    /// ```
+    pub fn open_waiting(
+        &self,
+        to: NodeAddr,
+        msg: Message,
+        flags: Flags,
+        patience: Duration,
+    ) -> Result<NodeTxn, RtError> {
+        let deadline = std::time::Instant::now() + patience;
+        let mut pause = Duration::from_micros(200);
+        loop {
+            match self.open(to, msg.clone(), flags) {
+                Err(RtError::Node(NodeError::Link(SendError::WouldBlock { .. })))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(10));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Opens a transaction directly with the peer of `link`.

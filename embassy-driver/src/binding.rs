@@ -7,7 +7,7 @@
 //! out of a `Leaf`, so this module is the one place to change when a multi-link node replaces
 //! the single connection, and all of it is tested on the host.
 
-use dmsg_core::crc::{Crc32c, SoftCrc32c1};
+use dmsg_core::crc::{Crc32c, SoftCrc32cNibble};
 use dmsg_core::errcode::txn as errcode;
 use dmsg_core::link::{
     self, Connection, Event, LinkConfig, LinkStats, Outgoing, Received, Reliable, SendError,
@@ -21,10 +21,10 @@ use crate::types::{LeafCommand, LeafConfig, LeafEvent, Msg};
 
 /// The default link of a leaf: up to 1 KiB of aux data received, 8-block headers, a 1 KiB
 /// output queue (frames up to 896 bytes out: a LNK_SPAN, or aux data up to 832 bytes), 8
-/// open transactions per side, the 1 KiB-table CRC. Like the core's `McuConnection` with
+/// open transactions per side, the half-byte-table CRC (64 bytes of flash). Like the core's `McuConnection` with
 /// half its output queue: the runner empties the queue into the TCP socket's own buffer at
 /// once, so the queue only ever holds the frames of one step. 1 KiB less RAM.
-pub type LeafConnection = Connection<{ 8 * 64 + 1024 }, 1024, 1024, 8, SoftCrc32c1>;
+pub type LeafConnection = Connection<{ 8 * 64 + 1024 }, 1024, 1024, 8, SoftCrc32cNibble>;
 
 /// The drive API of one dmsg-core link, as the runner uses it. See the drive contract in
 /// [`dmsg_core::link`]; every method forwards to the [`Connection`] method of that name.

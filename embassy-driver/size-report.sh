@@ -4,6 +4,8 @@
 # Builds both boards with and without their `dmsg` feature (without it, the same firmware is
 # a plain TCP client over the same network bring-up), measures them with arm-none-eabi-size,
 # and prints: flash (text+data), static RAM (data+bss), and dmsg's share (with - without).
+# The RP2040 leaf is also built with its `secure` feature: the crypto's own cost is the
+# difference to the same leaf without it.
 # The RP2040 leaf's share is checked against the budget (one link, 8 open transactions per
 # side, 1 KiB max aux): PASS or FAIL is printed, and where the flash goes, by crate.
 #
@@ -37,6 +39,7 @@ build() {
 
 build rp2040-w5500 thumbv6m-none-eabi dmsg-leaf-rp2040-w5500 rp2040
 build rp2040-w5500 thumbv6m-none-eabi dmsg-leaf-rp2040-w5500 rp2040-plain --no-default-features
+build rp2040-w5500 thumbv6m-none-eabi dmsg-leaf-rp2040-w5500 rp2040-secure --features secure
 build stm32-eth thumbv7em-none-eabihf dmsg-leaf-stm32-eth stm32
 build stm32-eth thumbv7em-none-eabihf dmsg-leaf-stm32-eth stm32-plain --no-default-features
 
@@ -47,6 +50,7 @@ sizes() {
 
 read -r rp_flash rp_ram < <(sizes "$out/rp2040.elf")
 read -r rp0_flash rp0_ram < <(sizes "$out/rp2040-plain.elf")
+read -r rps_flash rps_ram < <(sizes "$out/rp2040-secure.elf")
 read -r st_flash st_ram < <(sizes "$out/stm32.elf")
 read -r st0_flash st0_ram < <(sizes "$out/stm32-plain.elf")
 
@@ -56,6 +60,7 @@ printf '%-30s %10s %12s %14s %14s\n' "board" "flash" "static RAM" "dmsg flash" "
 printf '%-30s %10s %12s %14s %14s\n' "------------------------------" "----------" "------------" "--------------" "--------------"
 printf '%-30s %10d %12d %14d %14d\n' "rp2040-w5500 (dmsg leaf)" "$rp_flash" "$rp_ram" $((rp_flash - rp0_flash)) $((rp_ram - rp0_ram))
 printf '%-30s %10d %12d %14s %14s\n' "rp2040-w5500 (plain TCP)" "$rp0_flash" "$rp0_ram" "-" "-"
+printf '%-30s %10d %12d %14d %14d\n' "rp2040-w5500 (leaf, secure)" "$rps_flash" "$rps_ram" $((rps_flash - rp0_flash)) $((rps_ram - rp0_ram))
 printf '%-30s %10d %12d %14d %14d\n' "stm32-eth (dmsg leaf)" "$st_flash" "$st_ram" $((st_flash - st0_flash)) $((st_ram - st0_ram))
 printf '%-30s %10d %12d %14s %14s\n' "stm32-eth (plain TCP)" "$st0_flash" "$st0_ram" "-" "-"
 
@@ -68,6 +73,12 @@ echo
 echo "Budget, dmsg's share of the RP2040 leaf (1 link, 8 transactions, 1 KiB aux):"
 printf '  flash      %6d <= %6d  %s\n' "$share_flash" "$FLASH_BUDGET" "$flash_verdict"
 printf '  static RAM %6d <= %6d  %s\n' "$share_ram" "$RAM_BUDGET" "$ram_verdict"
+
+echo
+echo "Crypto feature on its own (rp2040-w5500 leaf built with and without \`secure\`:"
+echo "Noise IK handshake, X25519, ChaCha20-Poly1305, BLAKE2s, the record layer and its buffers):"
+printf '  flash      %6d\n' $((rps_flash - rp_flash))
+printf '  static RAM %6d\n' $((rps_ram - rp_ram))
 
 # Where dmsg's flash and RAM go, by symbol (arm-none-eabi-nm --size-sort -S), RP2040.
 if command -v python3 >/dev/null 2>&1; then

@@ -255,6 +255,10 @@ pub enum ConfigError {
     BadLabel,
     /// The connection refused its settings.
     Link(link::ConfigError),
+    /// Feature `secure`: a link with the reliable session cannot run over the secure channel
+    /// yet (resuming needs the resume proof of `spec/SECURE.md` section 7).
+    #[cfg(feature = "secure")]
+    SecureSession,
 }
 
 /// Echo transactions answered but not finished yet, whose further events are swallowed.

@@ -98,11 +98,15 @@ mod fmt;
 pub mod backoff;
 pub mod binding;
 pub mod runner;
+#[cfg(feature = "secure")]
+pub mod secure;
 pub mod types;
 
 pub use backoff::{Backoff, BackoffConfig};
 pub use binding::{ConfigError, CoreLink, Leaf, LeafConnection, Polled};
 pub use runner::Runner;
+#[cfg(feature = "secure")]
+pub use secure::SecureLink;
 pub use types::{Aux, Channels, Down, LeafCommand, LeafConfig, LeafEvent, Msg};
 
 #[cfg(test)]

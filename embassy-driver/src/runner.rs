@@ -15,6 +15,9 @@ use crate::backoff::{Backoff, BackoffConfig};
 use crate::binding::{ConfigError, CoreLink, Leaf, LeafConnection, Polled};
 use crate::types::{Channels, Down, LeafCommand, LeafConfig, LeafEvent};
 
+#[cfg(feature = "secure")]
+use crate::secure::{Secure, SecureLink};
+
 /// The current time as the core counts it: microseconds of `embassy_time::Instant::now()`.
 pub fn now() -> Instant {
     Instant::from_micros(embassy_time::Instant::now().as_micros())
@@ -68,6 +71,8 @@ where
     backoff: Backoff,
     connections: u32,
     seed: u32,
+    #[cfg(feature = "secure")]
+    secure: Option<Secure<'d>>,
 }
 
 impl<'d, M, const A: usize, const NC: usize, const NE: usize, L> Runner<'d, M, A, NC, NE, L>
@@ -105,7 +110,46 @@ where
             backoff: Backoff::new(backoff),
             connections: 0,
             seed,
+            #[cfg(feature = "secure")]
+            secure: None,
         })
+    }
+
+    /// Feature `secure`: runs every connection through dmsg-core's secure channel (Noise IK
+    /// as the initiator, `link.hub` the hub's static key; see [`crate::secure`]). Fails with
+    /// [`ConfigError::SecureSession`] for a link with the reliable session.
+    ///
+    /// ```no_run
+    /// # use dmsg_embassy::{Runner, SecureLink};
+    /// # use dmsg_core::secure::{Keypair, PublicKey, SecureConfig};
+    /// # use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+    /// # fn f<'d>(runner: Runner<'d, NoopRawMutex, 64, 2, 2>, rng: &'d mut dyn dmsg_core::secure::rand_core::CryptoRng) {
+    /// const LEAF_SECRET: [u8; 32] = [7; 32]; // from `dmsg keygen`: never share it
+    /// const HUB_PUBLIC: PublicKey = PublicKey([9; 32]); // the hub's `<name>.pub`
+    /// let runner = runner
+    ///     .with_secure(SecureLink {
+    ///         local: Keypair::from_secret(LEAF_SECRET),
+    ///         hub: HUB_PUBLIC,
+    ///         config: SecureConfig::default(),
+    ///         rng,
+    ///     })
+    ///     .unwrap();
+    /// # }
+    /// ```
+    #[cfg(feature = "secure")]
+    pub fn with_secure(mut self, link: SecureLink<'d>) -> Result<Self, ConfigError> {
+        if L::SESSION {
+            return Err(ConfigError::SecureSession);
+        }
+        self.secure = Some(Secure::new(link));
+        Ok(self)
+    }
+
+    /// Feature `secure`: the secure channels' counters (handshakes, records, failures by
+    /// kind), over every connection so far; `None` without [`with_secure`](Self::with_secure).
+    #[cfg(feature = "secure")]
+    pub fn secure_stats(&self) -> Option<dmsg_core::secure::SecureStats> {
+        self.secure.as_ref().map(Secure::stats)
     }
 
     /// The current (or last) connection's leaf state, e.g. for its counters.
@@ -138,15 +182,33 @@ where
             let clean = match connected {
                 Some(Ok(Ok(()))) => {
                     info!("dmsg: connected");
-                    session(
-                        &mut socket,
-                        &mut self.leaf,
-                        cfg,
-                        ch,
-                        salt,
-                        &mut self.backoff,
-                    )
-                    .await
+                    #[cfg(feature = "secure")]
+                    let started = Wire {
+                        secure: self.secure.as_mut(),
+                    }
+                    .start(ch)
+                    .await;
+                    #[cfg(not(feature = "secure"))]
+                    let started = true;
+                    if started {
+                        let clean = session(
+                            &mut socket,
+                            &mut self.leaf,
+                            wire!(self),
+                            cfg,
+                            ch,
+                            salt,
+                            &mut self.backoff,
+                        )
+                        .await;
+                        #[cfg(feature = "secure")]
+                        if clean {
+                            wire!(self).close(&mut socket).await;
+                        }
+                        clean
+                    } else {
+                        false
+                    }
                 }
                 Some(Ok(Err(e))) => {
                     warn!("dmsg: connect failed");
@@ -174,6 +236,10 @@ where
                 offline(ch, pin!(linger)).await;
             }
             drop(socket);
+            #[cfg(feature = "secure")]
+            if let Some(secure) = self.secure.as_mut() {
+                secure.end();
+            }
 
             let delay = self.backoff.next_delay();
             info!("dmsg: reconnecting in {} ms", delay.as_millis());
@@ -202,15 +268,174 @@ async fn offline<M, const A: usize, const NC: usize, const NE: usize>(
     }
 }
 
-/// Writes everything the leaf has queued to the socket (step 1 of the drive contract).
-async fn flush<L: CoreLink, const A: usize>(
-    socket: &mut TcpSocket<'_>,
-    leaf: &mut Leaf<L, A>,
-) -> Result<(), tcp::Error> {
-    while leaf.pending_transmit() > 0 {
+/// The [`Wire`] of a runner's connection (a macro: it borrows one field of the runner).
+macro_rules! wire {
+    ($runner:expr) => {
+        Wire {
+            #[cfg(feature = "secure")]
+            secure: $runner.secure.as_mut(),
+            #[cfg(not(feature = "secure"))]
+            _p: core::marker::PhantomData,
+        }
+    };
+}
+use wire;
+
+/// The byte path between the socket and the leaf: in the clear, or (feature `secure`, with
+/// [`Runner::with_secure`]) through the connection's secure channel.
+struct Wire<'a, 'd> {
+    #[cfg(feature = "secure")]
+    secure: Option<&'a mut Secure<'d>>,
+    #[cfg(not(feature = "secure"))]
+    _p: core::marker::PhantomData<(&'a mut (), &'d ())>,
+}
+
+#[cfg(not(feature = "secure"))]
+impl Wire<'_, '_> {
+    /// Writes everything the leaf has queued to the socket (step 1 of the drive contract).
+    async fn flush<L: CoreLink, const A: usize>(
+        &mut self,
+        socket: &mut TcpSocket<'_>,
+        leaf: &mut Leaf<L, A>,
+    ) -> Result<(), tcp::Error> {
+        while leaf.pending_transmit() > 0 {
+            let t = now();
+            socket
+                .write_with(|buf| (leaf.poll_transmit(t, buf), ()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn input<L: CoreLink, const A: usize>(&mut self, leaf: &mut Leaf<L, A>, buf: &[u8]) -> usize {
+        leaf.handle_input(now(), buf)
+    }
+
+    fn poll_timeout<L: CoreLink, const A: usize>(&self, leaf: &Leaf<L, A>) -> Option<Instant> {
+        leaf.poll_timeout()
+    }
+
+    fn handle_timeout<L: CoreLink, const A: usize>(&mut self, leaf: &mut Leaf<L, A>) {
+        leaf.handle_timeout(now())
+    }
+
+    fn handle_eof(&mut self) {}
+}
+
+#[cfg(feature = "secure")]
+impl Wire<'_, '_> {
+    /// Starts the connection's secure channel; false (the application told) if it cannot.
+    async fn start<M: RawMutex, const A: usize, const NC: usize, const NE: usize>(
+        &mut self,
+        ch: &Channels<M, A, NC, NE>,
+    ) -> bool {
+        let Some(secure) = self.secure.as_deref_mut() else {
+            return true;
+        };
+        match secure.start(now()) {
+            Ok(()) => true,
+            Err(e) => {
+                error!("dmsg: cannot start the secure channel");
+                ch.events.send(LeafEvent::SecureFailed(e)).await;
+                false
+            }
+        }
+    }
+
+    /// Sends our authenticated close (the FIN record) before the TCP close.
+    async fn close(&mut self, socket: &mut TcpSocket<'_>) {
+        let Some(secure) = self.secure.as_deref_mut() else {
+            return;
+        };
+        if secure.close() {
+            let _ = write_secure(socket, secure).await;
+        }
+    }
+
+    async fn flush<L: CoreLink, const A: usize>(
+        &mut self,
+        socket: &mut TcpSocket<'_>,
+        leaf: &mut Leaf<L, A>,
+    ) -> Result<(), tcp::Error> {
+        let Some(secure) = self.secure.as_deref_mut() else {
+            while leaf.pending_transmit() > 0 {
+                let t = now();
+                socket
+                    .write_with(|buf| (leaf.poll_transmit(t, buf), ()))
+                    .await?;
+            }
+            return Ok(());
+        };
+        while secure.stage(leaf, now()) {
+            write_secure(socket, secure).await?;
+        }
+        Ok(())
+    }
+
+    fn input<L: CoreLink, const A: usize>(&mut self, leaf: &mut Leaf<L, A>, buf: &[u8]) -> usize {
+        match self.secure.as_deref_mut() {
+            Some(secure) => secure.input(leaf, now(), buf),
+            None => leaf.handle_input(now(), buf),
+        }
+    }
+
+    /// Gives the leaf decrypted plaintext that waited in the channel (the leaf stopped taking
+    /// it for an event); true if it took some.
+    fn feed<L: CoreLink, const A: usize>(&mut self, leaf: &mut Leaf<L, A>) -> bool {
+        self.secure
+            .as_deref_mut()
+            .is_some_and(|secure| secure.feed(leaf, now()))
+    }
+
+    fn poll_timeout<L: CoreLink, const A: usize>(&self, leaf: &Leaf<L, A>) -> Option<Instant> {
+        let link = leaf.poll_timeout();
+        match self.secure.as_deref().and_then(Secure::poll_timeout) {
+            Some(t) => Some(link.map_or(t, |l| l.min(t))),
+            None => link,
+        }
+    }
+
+    fn handle_timeout<L: CoreLink, const A: usize>(&mut self, leaf: &mut Leaf<L, A>) {
         let t = now();
-        socket
-            .write_with(|buf| (leaf.poll_transmit(t, buf), ()))
+        if let Some(secure) = self.secure.as_deref_mut() {
+            secure.handle_timeout(t);
+        }
+        leaf.handle_timeout(t)
+    }
+
+    fn handle_eof(&mut self) {
+        if let Some(secure) = self.secure.as_deref_mut() {
+            secure.handle_eof();
+        }
+    }
+
+    /// A failed secure channel ends the link: the application gets the typed error, then the
+    /// link's `Down`.
+    async fn check<M: RawMutex, L: CoreLink, const A: usize, const NC: usize, const NE: usize>(
+        &mut self,
+        leaf: &mut Leaf<L, A>,
+        ch: &Channels<M, A, NC, NE>,
+    ) {
+        if let Some(e) = self.secure.as_deref_mut().and_then(Secure::take_error) {
+            ch.events.send(LeafEvent::SecureFailed(e)).await;
+            leaf.handle_close();
+        }
+    }
+}
+
+/// Writes the secure channel's ciphertext to the socket.
+#[cfg(feature = "secure")]
+async fn write_secure(
+    socket: &mut TcpSocket<'_>,
+    secure: &mut Secure<'_>,
+) -> Result<(), tcp::Error> {
+    let mut n = 1;
+    while n > 0 {
+        n = socket
+            .write_with(|buf| {
+                let n = secure.transmit(buf);
+                (n, n)
+            })
             .await?;
     }
     Ok(())
@@ -228,6 +453,7 @@ async fn flush<L: CoreLink, const A: usize>(
 async fn session<M, L, const A: usize, const NC: usize, const NE: usize>(
     socket: &mut TcpSocket<'_>,
     slot: &mut Option<Leaf<L, A>>,
+    mut wire: Wire<'_, '_>,
     cfg: &LeafConfig<'_>,
     ch: &Channels<M, A, NC, NE>,
     salt: u32,
@@ -279,9 +505,13 @@ where
         // 1 and 2: transmit (and carry out the held command when it fits: then transmit
         // again); take events until one waits for the application.
         loop {
-            if flush(socket, leaf).await.is_err() {
+            #[cfg(feature = "secure")]
+            wire.check(leaf, ch).await;
+            if wire.flush(socket, leaf).await.is_err() {
                 leaf.handle_close();
             }
+            #[cfg(feature = "secure")]
+            wire.check(leaf, ch).await;
             if pending.is_some() {
                 break;
             }
@@ -309,9 +539,11 @@ where
                     pending = Some(ev);
                 }
                 Polled::Handled => {
-                    if flush(socket, leaf).await.is_err() {
+                    if wire.flush(socket, leaf).await.is_err() {
                         leaf.handle_close();
                     }
+                    #[cfg(feature = "secure")]
+                    wire.check(leaf, ch).await;
                 }
                 Polled::Idle => break,
             }
@@ -321,8 +553,15 @@ where
             return false;
         }
 
+        // Plaintext the leaf left in the secure channel for an event it has now handed out:
+        // give it before waiting for more input.
+        #[cfg(feature = "secure")]
+        if pending.is_none() && wire.feed(leaf) {
+            continue;
+        }
+
         // 3: wait for the application, a command, input or the core's timer.
-        let deadline = leaf.poll_timeout();
+        let deadline = wire.poll_timeout(leaf);
         let waiting = pending.is_some();
         let holding = held.is_some();
         let step = select4(
@@ -346,7 +585,7 @@ where
                 } else {
                     socket
                         .read_with(|buf| {
-                            let used = leaf.handle_input(now(), buf);
+                            let used = wire.input(leaf, buf);
                             (used, used)
                         })
                         .await
@@ -393,9 +632,12 @@ where
             Either4::Third(Ok(used)) => trace!("dmsg: {} bytes in", used),
             Either4::Third(Err(_)) => {
                 info!("dmsg: connection closed by the hub");
+                wire.handle_eof();
+                #[cfg(feature = "secure")]
+                wire.check(leaf, ch).await;
                 leaf.handle_close();
             }
-            Either4::Fourth(()) => leaf.handle_timeout(now()),
+            Either4::Fourth(()) => wire.handle_timeout(leaf),
         }
     }
 }

@@ -235,6 +235,12 @@ pub enum LeafEvent<const A: usize> {
     /// The connection is gone; the runner reconnects after a backoff. Every open transaction
     /// was reported [`LeafEvent::Closed`] first.
     Down(Down),
+    /// Feature `secure`: the connection's secure channel failed (handshake refused, timed out
+    /// or not authentic, a record that did not verify, the stream cut without the hub's
+    /// authenticated close, ...). Nothing from a failed record reached the link; the link's
+    /// `Down` follows, and the runner reconnects after a backoff.
+    #[cfg(feature = "secure")]
+    SecureFailed(dmsg_core::secure::SecureError),
     /// Reliable session only: the transport was lost but the link lives on (open
     /// transactions and our span stay open); the runner reconnects and resumes it.
     /// Commands are refused until [`LeafEvent::Resumed`]. If the session dies instead, its

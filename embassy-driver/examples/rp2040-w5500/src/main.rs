@@ -6,6 +6,11 @@
 //!
 //! Without the `dmsg` feature the same firmware is a plain TCP client that writes the
 //! temperature to the hub once a second: the baseline the size report subtracts.
+//!
+//! With the `secure` feature the link runs encrypted and mutually authenticated (Noise IK,
+//! dmsg-core's secure channel): edit `LEAF_SECRET` and `HUB_PUBLIC` in the `leaf` module (the
+//! key files of `dmsg keygen`; the hub's keys directory must hold this leaf's public key).
+//! Randomness for the handshakes comes from embassy-rp's `RoscRng`: see the warning there.
 #![no_std]
 #![no_main]
 
@@ -167,6 +172,22 @@ mod leaf {
     use dmsg_embassy::{Channels, LeafCommand, LeafConfig, LeafEvent};
     use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 
+    /// This leaf's X25519 secret key: the 64 hex digits of the `dmsg-x25519-secret` line of
+    /// a key file written by `dmsg keygen leaf-07` (never share it; give every board its
+    /// own). The hub's keys directory must hold the matching `leaf-07.pub`.
+    /// **Replace this example value**: anyone who reads this source holds it.
+    #[cfg(feature = "secure")]
+    const LEAF_SECRET: [u8; 32] = dmsg_embassy::secure::key_from_hex(
+        "a8c0f1d2e3b4a5968778695a4b3c2d1e0ff0e1d2c3b4a5968778695a4b3c2d5e",
+    );
+    /// The hub's X25519 public key: the 64 hex digits of its `dmsg-x25519-pub` key file
+    /// (the one `dmsg hub --keys DIR` runs with). **Replace this example value.**
+    #[cfg(feature = "secure")]
+    const HUB_PUBLIC: dmsg_core::secure::PublicKey =
+        dmsg_core::secure::PublicKey(dmsg_embassy::secure::key_from_hex(
+            "0d5f2c3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6",
+        ));
+
     /// The application's "read" command (protocol nibble 3 is unassigned by DragonFly): a
     /// transaction whose answer carries the temperature in millidegrees Celsius, as ASCII.
     pub const READ: Command = Command::from_parts(3, 0x001);
@@ -204,10 +225,26 @@ mod leaf {
         temp: &mut adc::Channel<'static>,
     ) -> ! {
         static RUNNER: StaticCell<Leaf> = StaticCell::new();
-        let runner = RUNNER.init(unwrap!(Leaf::new(
-            stack, &CONFIG, &CHANNELS, socket_rx, socket_tx, seed
-        )
-        .ok()));
+        let runner = unwrap!(Leaf::new(stack, &CONFIG, &CHANNELS, socket_rx, socket_tx, seed).ok());
+        // The handshakes' ephemeral keys come from the RP2040's ring oscillator (embassy-rp's
+        // `RoscRng`: one RANDOMBIT sample per bit, no conditioning). The RP2040 has no true
+        // RNG; the datasheet does not claim ROSC sampling is one, its bits are biased and
+        // correlated, and they depend on voltage and temperature. An ephemeral key from it is
+        // weaker than from a real TRNG; the static keys above come from the host's OS RNG
+        // (`dmsg keygen`). On a chip with a TRNG (RP2350, STM32H7's RNG) pass that instead.
+        #[cfg(feature = "secure")]
+        let runner = {
+            static RNG: StaticCell<RoscRng> = StaticCell::new();
+            unwrap!(runner
+                .with_secure(dmsg_embassy::SecureLink {
+                    local: dmsg_core::secure::Keypair::from_secret(LEAF_SECRET),
+                    hub: HUB_PUBLIC,
+                    config: dmsg_core::secure::SecureConfig::default(),
+                    rng: RNG.init(RoscRng),
+                })
+                .ok())
+        };
+        let runner = RUNNER.init(runner);
         spawner.spawn(unwrap!(dmsg_task(runner)));
 
         loop {

@@ -169,7 +169,7 @@ fn run(a: &Args, io: &mut Io<'_>) -> Result<(), Failed> {
     let t_start = Instant::now();
     let cl = cluster();
     let (hub, _hub_events) =
-        start_hub(a.listen, HUB_LABEL, cl, a.sessions).map_err(|e| Failed {
+        start_hub(a.listen, HUB_LABEL, cl, a.sessions, None).map_err(|e| Failed {
             code: exit::NETWORK,
             message: format!("the hub could not start: {e}"),
         })?;
@@ -190,8 +190,8 @@ fn run(a: &Args, io: &mut Io<'_>) -> Result<(), Failed> {
     let mut leaves = Vec::new();
     for &name in &LEAF_NAMES[..a.leaves] {
         let target = Addr::new(hub_addr.ip().to_string(), hub_addr.port());
-        let (handle, events) =
-            start_leaf(target, name, cl, a.sessions).map_err(rt("a leaf could not start"))?;
+        let (handle, events) = start_leaf(target, name, cl, a.sessions, None, None)
+            .map_err(rt("a leaf could not start"))?;
         leaves.push(Leaf {
             name,
             handle,

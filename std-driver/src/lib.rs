@@ -32,6 +32,8 @@
 //! - [`interrupt`]: Ctrl-C / SIGTERM as a graceful stop for `hub` and `leaf`.
 //! - [`keys`]: key files, the keys-directory policy (`<peer>.pub` / `<peer>.none` / refuse)
 //!   and `dmsg keygen`.
+//! - [`secure`]: the secure channel on the node runtime's connections (key pair, per-peer
+//!   policy, per-connection glue, counters).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -53,6 +55,7 @@ pub mod node;
 pub mod node_cmd;
 pub mod reader;
 pub mod render;
+pub mod secure;
 pub mod shell;
 pub mod shell_cmd;
 pub mod tree;

@@ -232,6 +232,9 @@ pub enum TransportEnd {
     },
     /// We ended it: the last handle was dropped, or [`LinkHandle::shutdown`].
     Shutdown,
+    /// The secure channel failed (a record did not authenticate, the stream was cut short,
+    /// ...): nothing from the failed record was delivered.
+    Secure(dmsg_core::secure::SecureError),
 }
 
 /// What happened on a link. The owned counterpart of the core's [`Event`], in the same
@@ -324,6 +327,9 @@ pub fn describe_close(reason: &CloseReason, transport: Option<&TransportEnd>) ->
         (CloseReason::PeerClosed, _) => "the peer closed the link cleanly".into(),
         (CloseReason::LocalClose, _) => "we closed the link cleanly".into(),
         (_, Some(TransportEnd::Shutdown)) => "the link was shut down locally".into(),
+        (_, Some(TransportEnd::Secure(e))) => {
+            format!("secure channel: {e}; the link was ended (nothing of the failed record was delivered)")
+        }
         (_, Some(TransportEnd::Eof)) => {
             "the peer closed the connection (EOF); the service may have stopped or dropped us"
                 .into()

@@ -3,7 +3,9 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dmsg_core::link::LinkConfig;
@@ -19,6 +21,7 @@ use crate::node::drive::{HubNode, LeafNode, PlainHubNode, PlainLeafNode};
 use crate::node::{
     self, default_cluster, span_for, uuid_of, NodeEvent, NodeEvents, NodeHandle, NodeOptions,
 };
+use crate::secure::SecureSetup;
 
 /// How often the long-running subcommands look at the interrupt flag.
 const POLL: Duration = Duration::from_millis(100);
@@ -66,14 +69,17 @@ pub fn leaf_options(label: &str, cluster: Uuid, sessions: bool) -> NodeOptions {
 
 /// Starts a hub: listens on `listen` and advertises itself as node `label`. With
 /// `sessions`, a [`HubNode`] offering the reliable session on every link; without, a
-/// [`PlainHubNode`].
+/// [`PlainHubNode`]. With `secure`, connections run the secure channel per its keys
+/// directory.
 pub fn start_hub(
     listen: SocketAddr,
     label: &str,
     cluster: Uuid,
     sessions: bool,
+    secure: Option<Arc<SecureSetup>>,
 ) -> Result<(NodeHandle, NodeEvents), node::RtError> {
-    let opts = hub_options(listen, label, cluster, sessions);
+    let mut opts = hub_options(listen, label, cluster, sessions);
+    opts.secure = secure;
     let (h, ev) = if sessions {
         node::spawn::<HubNode>(opts)?
     } else {
@@ -84,21 +90,28 @@ pub fn start_hub(
 }
 
 /// Starts a leaf: advertises itself as node `label`, answers echo transactions and keeps a
-/// link to `hub` up.
+/// link to `hub` up. With `secure`, the hub is named `peer` in the keys directory (default:
+/// the host part of `hub`).
 pub fn start_leaf(
     hub: Addr,
     label: &str,
     cluster: Uuid,
     sessions: bool,
+    secure: Option<Arc<SecureSetup>>,
+    peer: Option<&str>,
 ) -> Result<(NodeHandle, NodeEvents), node::RtError> {
-    let opts = leaf_options(label, cluster, sessions);
+    let mut opts = leaf_options(label, cluster, sessions);
+    opts.secure = secure;
     let (h, ev) = if sessions {
         node::spawn::<LeafNode>(opts)?
     } else {
         node::spawn::<PlainLeafNode>(opts)?
     };
     h.advertise(span_for(cluster, label))?;
-    h.connect(hub)?;
+    match peer {
+        Some(p) => h.connect_peer(hub, p)?,
+        None => h.connect(hub)?,
+    }
     Ok((h, ev))
 }
 
@@ -141,13 +154,17 @@ fn label_ok(r: &ArgReader<'_>, name: &str) -> Result<(), UsageError> {
 const HUB_HELP: &str = "\
 dmsg hub: listen for DMSG links and relay between them (spans, transactions, debug shell)
 
-Usage: dmsg hub [--listen ADDR] [--label NAME] [--stats INTERVAL] [-v]
+Usage: dmsg hub [--listen ADDR] [--label NAME] [--keys DIR] [--stats INTERVAL] [-v]
 
 Options:
   --listen ADDR        where to listen: HOST or HOST:PORT (default 0.0.0.0:987; port 0 picks
                        a free one, printed at start)
   --label NAME         the hub's name in span trees (default hub)
   --cluster NAME       the cluster the hub advertises itself in (default dmsg-cluster)
+  --keys DIR           authenticated, encrypted links (Noise IK, spec/SECURE.md): the hub's
+                       key pair is DIR/<label>.key (`dmsg keygen --dir DIR --name hub`); a
+                       peer is admitted if its static key is in some DIR/*.pub; a peer
+                       address with DIR/<ip>.none stays plaintext (e.g. DragonFly)
   --stats INTERVAL     print links, spans, relayed frames and memory to standard error this
                        often when something changed (default 10s, 0 = never)
   --no-session         do not offer the reliable session (plain DMSG only, less memory);
@@ -164,13 +181,17 @@ Exit: 2 usage, 3 cannot listen.
 const LEAF_HELP: &str = "\
 dmsg leaf: connect to a hub, advertise this node, answer echo transactions
 
-Usage: dmsg leaf --connect ADDR --label NAME [-v]
+Usage: dmsg leaf --connect ADDR --label NAME [--keys DIR [--peer NAME]] [-v]
 
 Options:
   --connect ADDR       the hub: HOST or HOST:PORT (default port 987); reconnects with
                        backoff after every loss
   --label NAME         this node's name (its span's label; its node id is derived from it)
   --cluster NAME       the cluster to advertise in (default dmsg-cluster)
+  --keys DIR           authenticated, encrypted link: this leaf's key pair is
+                       DIR/<label>.key (`dmsg keygen --dir DIR --name <label>`); the hub's
+                       public key is DIR/<peer>.pub (DIR/<peer>.none: plaintext)
+  --peer NAME          the hub's name in DIR (default: the host part of --connect)
   --no-session         do not offer the reliable session: a lost connection then ends the
                        link and its transactions (LOSTLINK) instead of being resumed
   -v, -vv              log the link's life (-v) and more (-vv) to standard error
@@ -188,6 +209,7 @@ pub fn hub_main(args: &[OsString], io: &mut Io<'_>) -> u8 {
     let mut cluster = "dmsg-cluster".to_string();
     let mut stats = Duration::from_secs(10);
     let mut sessions = true;
+    let mut keys: Option<PathBuf> = None;
     let mut verbose = 0u8;
     let parsed: Result<(), UsageError> = (|| {
         while let Some(a) = r.next_arg() {
@@ -210,6 +232,9 @@ pub fn hub_main(args: &[OsString], io: &mut Io<'_>) -> u8 {
                 Arg::Option("--no-session", inline) => {
                     r.no_value("--no-session", inline)?;
                     sessions = false;
+                }
+                Arg::Option("--keys", inline) => {
+                    keys = Some(PathBuf::from(r.value("--keys", inline)?));
                 }
                 Arg::Option("--stats", inline) => {
                     let v = r.value("--stats", inline)?;
@@ -235,8 +260,16 @@ pub fn hub_main(args: &[OsString], io: &mut Io<'_>) -> u8 {
         Ok(()) => {}
     }
     crate::logging::init(verbose);
+    let secure = match load_keys(keys.as_deref(), &label) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(io.stderr, "dmsg hub: --keys: {e}");
+            return exit::USAGE;
+        }
+    };
+    let keys_note = secure_note(secure.as_deref());
     let interrupt = Interrupt::install();
-    let (hub, events) = match start_hub(listen, &label, uuid_of(&cluster), sessions) {
+    let (hub, events) = match start_hub(listen, &label, uuid_of(&cluster), sessions, secure) {
         Ok(x) => x,
         Err(e) => {
             let _ = writeln!(io.stderr, "dmsg hub: {e}");
@@ -247,7 +280,7 @@ pub fn hub_main(args: &[OsString], io: &mut Io<'_>) -> u8 {
     let st = hub.status().ok();
     let _ = writeln!(
         io.stdout,
-        "dmsg hub: listening on {local} as '{label}' (up to {} links, {} KiB frames, sessions {}, node {:.1} MB); Ctrl-C stops it",
+        "dmsg hub: listening on {local} as '{label}' (up to {} links, {} KiB frames, sessions {}, node {:.1} MB, {keys_note}); Ctrl-C stops it",
         1024,
         hub.max_aux() / 1024,
         if sessions { "offered" } else { "off" },
@@ -256,6 +289,25 @@ pub fn hub_main(args: &[OsString], io: &mut Io<'_>) -> u8 {
     let _ = io.stdout.flush();
     run_until_stopped(&hub, &events, stats, io, "hub", &interrupt);
     exit::OK
+}
+
+/// Loads `--keys DIR` for the node named `label` (its key pair is `DIR/<label>.key`).
+pub fn load_keys(
+    dir: Option<&std::path::Path>,
+    label: &str,
+) -> Result<Option<Arc<SecureSetup>>, String> {
+    match dir {
+        None => Ok(None),
+        Some(d) => SecureSetup::load(d, label).map(|s| Some(Arc::new(s))),
+    }
+}
+
+/// "encrypted (keys DIR)" or "plaintext", for start-up lines.
+fn secure_note(s: Option<&SecureSetup>) -> String {
+    match s {
+        Some(s) => format!("encrypted, keys in {}", s.keys().path().display()),
+        None => "plaintext: no --keys".into(),
+    }
 }
 
 /// Stops a runtime after an interrupt, saying so.
@@ -327,6 +379,8 @@ pub fn leaf_main(args: &[OsString], io: &mut Io<'_>) -> u8 {
     let mut label: Option<String> = None;
     let mut cluster = "dmsg-cluster".to_string();
     let mut sessions = true;
+    let mut keys: Option<PathBuf> = None;
+    let mut peer: Option<String> = None;
     let mut verbose = 0u8;
     let parsed: Result<(), UsageError> = (|| {
         while let Some(a) = r.next_arg() {
@@ -334,6 +388,12 @@ pub fn leaf_main(args: &[OsString], io: &mut Io<'_>) -> u8 {
                 Arg::Option("-h" | "--help", _) => return Err(r.error("help")),
                 Arg::Option(v @ ("-v" | "-vv" | "-vvv"), None) => {
                     verbose = verbose.saturating_add(v.len() as u8 - 1)
+                }
+                Arg::Option("--keys", inline) => {
+                    keys = Some(PathBuf::from(r.value("--keys", inline)?));
+                }
+                Arg::Option("--peer", inline) => {
+                    peer = Some(r.value("--peer", inline)?.to_string());
                 }
                 Arg::Option("--no-session", inline) => {
                     r.no_value("--no-session", inline)?;
@@ -369,6 +429,9 @@ pub fn leaf_main(args: &[OsString], io: &mut Io<'_>) -> u8 {
         if label.is_none() {
             return Err(r.error("no name given: dmsg leaf --connect HOST[:PORT] --label NAME"));
         }
+        if peer.is_some() && keys.is_none() {
+            return Err(r.error("--peer names the hub in the keys directory; give --keys DIR too"));
+        }
         Ok(())
     })();
     match parsed {
@@ -383,8 +446,30 @@ pub fn leaf_main(args: &[OsString], io: &mut Io<'_>) -> u8 {
         return exit::USAGE;
     };
     crate::logging::init(verbose);
+    let secure = match load_keys(keys.as_deref(), &label) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(io.stderr, "dmsg leaf: --keys: {e}");
+            return exit::USAGE;
+        }
+    };
+    if let Some(setup) = &secure {
+        let name = peer.clone().unwrap_or_else(|| hub.host().to_string());
+        if let Err(e) = setup.dial_policy(&name) {
+            let _ = writeln!(io.stderr, "dmsg leaf: --keys: hub '{name}': {e}");
+            return exit::USAGE;
+        }
+    }
+    let keys_note = secure_note(secure.as_deref());
     let interrupt = Interrupt::install();
-    let (h, events) = match start_leaf(hub.clone(), &label, uuid_of(&cluster), sessions) {
+    let (h, events) = match start_leaf(
+        hub.clone(),
+        &label,
+        uuid_of(&cluster),
+        sessions,
+        secure,
+        peer.as_deref(),
+    ) {
         Ok(x) => x,
         Err(e) => {
             let _ = writeln!(io.stderr, "dmsg leaf: {e}");
@@ -393,7 +478,7 @@ pub fn leaf_main(args: &[OsString], io: &mut Io<'_>) -> u8 {
     };
     let _ = writeln!(
         io.stdout,
-        "dmsg leaf '{label}': connecting to {hub}; Ctrl-C stops it"
+        "dmsg leaf '{label}': connecting to {hub} ({keys_note}); Ctrl-C stops it"
     );
     let _ = io.stdout.flush();
     loop {
@@ -435,6 +520,12 @@ pub fn leaf_main(args: &[OsString], io: &mut Io<'_>) -> u8 {
             NodeEvent::GaveUp { error, .. } => {
                 let _ = writeln!(io.stderr, "dmsg leaf '{label}': gave up on {hub}: {error}");
                 break;
+            }
+            NodeEvent::SecureFailed { error, .. } => {
+                let _ = writeln!(
+                    io.stderr,
+                    "dmsg leaf '{label}': secure channel to {hub} failed: {error}"
+                );
             }
             NodeEvent::Stopped => break,
             _ => {}

@@ -116,6 +116,18 @@ pub enum NodeEvent {
         /// The last failure.
         error: String,
     },
+    /// A connection's secure channel failed (handshake refused or timed out, a record that
+    /// did not authenticate, ...): the connection was closed; nothing of the failed record
+    /// reached the node. With `link`, that link ends as well (its `LinkDown` or
+    /// `LinkSuspended` follows).
+    SecureFailed {
+        /// The peer's socket address.
+        peer: SocketAddr,
+        /// The link the connection carried, if it got that far.
+        link: Option<LinkId>,
+        /// Why.
+        error: dmsg_core::secure::SecureError,
+    },
     /// The runtime stopped; the last event.
     Stopped,
 }

@@ -23,6 +23,8 @@ use crate::clock::Clock;
 use crate::connector::{Connector, Retry};
 use crate::link::{describe_close, salt_seed, ReceivedMsg, TransportEnd};
 use crate::net::Addr;
+use crate::secure::{AcceptAs, SecureCounters};
+use dmsg_core::secure::{PublicKey, SecureEvent};
 
 /// The waker's token.
 pub(crate) const WAKER: Token = Token(0);
@@ -59,8 +61,8 @@ pub(crate) trait Control {
     fn node(&mut self) -> &mut dyn DriveNode;
     /// The core's current time.
     fn now(&self) -> Instant;
-    /// Keeps a link to `addr` up.
-    fn dial(&mut self, addr: Addr);
+    /// Keeps a link to `addr` up; `peer` names it in the keys directory.
+    fn dial(&mut self, addr: Addr, peer: Option<String>);
     /// Cuts a link's connection.
     fn kill(&mut self, link: LinkId) -> Result<(), RtError>;
     /// Counters and links.
@@ -89,6 +91,8 @@ struct Dial {
     up_at: Option<std::time::Instant>,
     /// Which resolved address to try next.
     next_addr: usize,
+    /// The peer's name in the keys directory.
+    peer: String,
 }
 
 pub(crate) struct Runtime<N: DriveNode> {
@@ -111,6 +115,10 @@ pub(crate) struct Runtime<N: DriveNode> {
     stopping: Option<std::time::Instant>,
     redials: u64,
     resumes: u64,
+    secure: SecureCounters,
+    /// The authenticated static key each link was created with (`None`: plaintext); a
+    /// session resumes only on a connection that proves the same one.
+    link_keys: HashMap<LinkId, Option<PublicKey>>,
 }
 
 impl<N: DriveNode> Runtime<N> {
@@ -142,6 +150,8 @@ impl<N: DriveNode> Runtime<N> {
             stopping: None,
             redials: 0,
             resumes: 0,
+            secure: SecureCounters::default(),
+            link_keys: HashMap::new(),
         }
     }
 
@@ -218,8 +228,27 @@ impl<N: DriveNode> Runtime<N> {
             return false;
         }
         let mut busy = s.read_some(&mut self.buf, INPUT_CAP).bytes > 0;
+        if !matches!(s.phase, Phase::Handshaking { .. }) {
+            busy |= s.decrypt(now, INPUT_CAP);
+            if let Some(e) = self.secure_failure(i) {
+                busy = true;
+                let s = self.socks[i].as_ref().expect("checked above");
+                log::warn!(
+                    "{}: {} ({:?}): secure channel failed: {e}; the link ends",
+                    self.opts.name,
+                    s.peer,
+                    s.link
+                );
+            }
+        }
+        let Some(s) = self.socks.get_mut(i).and_then(Option::as_mut) else {
+            return busy;
+        };
         match s.phase {
             Phase::Connecting { .. } => {}
+            Phase::Handshaking { .. } => {
+                busy |= self.handshake_step(i, now);
+            }
             Phase::Classifying { deadline } => {
                 if s.input.len() >= 64 || s.end.is_some() || std::time::Instant::now() >= deadline {
                     self.classify(i, now);
@@ -427,6 +456,7 @@ impl<N: DriveNode> Runtime<N> {
 
     /// A link's `LinkDown` is out: drop its socket; redial if we dialled it.
     fn link_gone(&mut self, link: LinkId) {
+        self.link_keys.remove(&link);
         let Some(i) = self.by_link.remove(&link) else {
             return;
         };
@@ -435,6 +465,7 @@ impl<N: DriveNode> Runtime<N> {
         };
         self.free.push(i);
         if s.phase != Phase::Dead {
+            s.close_secure();
             let _ = self.poll.registry().deregister(&mut s.stream);
             let _ = s.stream.shutdown(Shutdown::Both);
         }
@@ -449,6 +480,7 @@ impl<N: DriveNode> Runtime<N> {
                         format!("the connection broke ({message})")
                     }
                     TransportEnd::Shutdown => "shut down".to_string(),
+                    TransportEnd::Secure(e) => format!("the secure channel failed ({e})"),
                 })
                 .unwrap_or_else(|| "the link closed".to_string());
             if let Some(up) = self.dials[d].up_at.take() {
@@ -507,6 +539,188 @@ impl<N: DriveNode> Runtime<N> {
     }
 
     // ---------------------------------------------------------------------------------
+    // The secure channel (the per-connection glue is in crate::secure and Sock)
+
+    /// Accepted connections in their handshake.
+    fn half_open(&self) -> usize {
+        self.socks
+            .iter()
+            .flatten()
+            .filter(|s| s.phase == Phase::Handshaking { accepted: true })
+            .count()
+    }
+
+    /// Reports (once) and counts the failure of socket `i`'s secure channel.
+    fn secure_failure(&mut self, i: usize) -> Option<dmsg_core::secure::SecureError> {
+        let s = self.socks.get_mut(i).and_then(Option::as_mut)?;
+        let Some(TransportEnd::Secure(e)) = s.end.clone() else {
+            return None;
+        };
+        let sec = s.sec.as_mut()?;
+        if sec.reported {
+            return None;
+        }
+        sec.reported = true;
+        let failures = sec.ch.stats().failures;
+        self.secure.add_failures(&failures);
+        self.events.send(NodeEvent::SecureFailed {
+            peer: s.peer,
+            link: s.link,
+            error: e,
+        });
+        Some(e)
+    }
+
+    /// A dialled connection is up: start the secure channel if the keys directory says so.
+    /// True when it took the socket (handshake started, or refused and the dial retried).
+    fn secure_dial(&mut self, i: usize, d: usize, now: Instant) -> bool {
+        let Some(setup) = self.opts.secure.clone() else {
+            return false;
+        };
+        let peer = self.dials[d].peer.clone();
+        let why = match setup.dial_policy(&peer) {
+            Ok(None) => return false,
+            Ok(Some(key)) => match setup.initiator(key, now) {
+                Ok(w) => {
+                    if let Some(s) = self.socks[i].as_mut() {
+                        s.sec = Some(w);
+                        s.phase = Phase::Handshaking { accepted: false };
+                        s.flush_secure();
+                        s.flush();
+                        log::debug!(
+                            "{}: {}: secure handshake with '{peer}' started",
+                            self.opts.name,
+                            s.peer
+                        );
+                    }
+                    return true;
+                }
+                Err(e) => format!("cannot start the secure channel with '{peer}': {e}"),
+            },
+            Err(why) => {
+                self.secure.dial_refused += 1;
+                format!("refused by the keys directory: {why}")
+            }
+        };
+        log::warn!("{}: {why}", self.opts.name);
+        self.drop_sock(i);
+        self.dial_failed(d, why);
+        true
+    }
+
+    /// Runs socket `i`'s handshake: feed it, decide on the peer (responder), send what it
+    /// queues; once established the socket carries a link as a plaintext one would.
+    fn handshake_step(&mut self, i: usize, now: Instant) -> bool {
+        let Some(setup) = self.opts.secure.clone() else {
+            return false;
+        };
+        let name = &self.opts.name;
+        let Some(s) = self.socks[i].as_mut() else {
+            return false;
+        };
+        let Phase::Handshaking { accepted } = s.phase else {
+            return false;
+        };
+        let Some(sec) = s.sec.as_mut() else {
+            return false;
+        };
+        let peer_addr = s.peer;
+        let mut busy = false;
+        let mut established = false;
+        let r = (|| {
+            sec.ch.handle_timeout(now)?;
+            loop {
+                while let Some(ev) = sec.ch.poll_event() {
+                    match ev {
+                        SecureEvent::PeerHello { peer } => match setup.who(&peer) {
+                            Ok(Some(who)) => {
+                                log::debug!("{name}: {peer_addr} proved the key of '{who}'");
+                                sec.ch.accept(now)?;
+                            }
+                            Ok(None) => {
+                                log::warn!(
+                                    "{name}: {peer_addr} refused: its static key {peer:?} is in no .pub file of {}; to admit it, save its public key as <name>.pub there",
+                                    setup.keys().path().display()
+                                );
+                                return Err(sec.ch.refuse());
+                            }
+                            Err(e) => {
+                                log::warn!("{name}: {peer_addr} refused: cannot read the keys directory: {e}");
+                                return Err(sec.ch.refuse());
+                            }
+                        },
+                        SecureEvent::Established { .. } => established = true,
+                        SecureEvent::PeerClosed => {}
+                    }
+                }
+                if established || sec.raw_in.is_empty() {
+                    break;
+                }
+                let n = sec.ch.handle_input(now, &sec.raw_in)?;
+                if n == 0 {
+                    break;
+                }
+                sec.raw_in.drain(..n);
+                busy = true;
+            }
+            Ok(())
+        })();
+        let r = r.and_then(|()| {
+            if !established && s.end.is_some() {
+                // The peer went away in the middle of the handshake.
+                sec.ch.handle_eof()?;
+            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            s.fail_secure(e);
+        } else {
+            s.flush_secure();
+            s.flush();
+        }
+        if let Some(e) = self.secure_failure(i) {
+            log::warn!(
+                "{}: {peer_addr}: secure handshake failed: {e}",
+                self.opts.name
+            );
+            let dial = self.socks[i].as_ref().and_then(|s| s.dial);
+            self.drop_sock(i);
+            if let Some(d) = dial {
+                self.dial_failed(d, format!("secure handshake with {peer_addr} failed: {e}"));
+            }
+            return true;
+        }
+        if !established {
+            return busy;
+        }
+        self.secure.handshakes += 1;
+        if accepted {
+            if self.sessions() {
+                if let Some(s) = self.socks[i].as_mut() {
+                    s.phase = Phase::Classifying {
+                        deadline: std::time::Instant::now() + CLASSIFY_WAIT,
+                    };
+                }
+            } else if !self.attach_new(i, now) {
+                self.drop_sock(i);
+            }
+        } else if let Some(d) = self.socks[i].as_ref().and_then(|s| s.dial) {
+            self.dial_connected(i, d, now);
+        }
+        true
+    }
+
+    /// Whether socket `i` proves the same static key (or none) as `link` was created with.
+    fn same_keys(&self, link: LinkId, i: usize) -> bool {
+        let was = self.link_keys.get(&link).copied().flatten();
+        let now = self.socks[i]
+            .as_ref()
+            .and_then(|s| s.sec.as_ref())
+            .and_then(|w| w.ch.peer_static());
+        was == now
+    }
+
+    // ---------------------------------------------------------------------------------
     // Sockets
 
     fn insert_sock(&mut self, mut s: Sock) -> io::Result<usize> {
@@ -547,11 +761,14 @@ impl<N: DriveNode> Runtime<N> {
         }
         match self.node.add_link(now, &cfg) {
             Ok(link) => {
+                let mut key = None;
                 if let Some(s) = self.socks[i].as_mut() {
                     s.link = Some(link);
                     s.phase = Phase::Linked;
+                    key = s.sec.as_ref().and_then(|w| w.ch.peer_static());
                 }
                 self.by_link.insert(link, i);
+                self.link_keys.insert(link, key);
                 true
             }
             Err(e) => {
@@ -597,8 +814,15 @@ impl<N: DriveNode> Runtime<N> {
                 self.drop_sock(i);
             }
             StreamStart::Resume(frame) => match self.node.find_resume(&frame) {
-                Some(link) => self.resume_on(i, link, now),
-                None => {
+                Some(link) if self.same_keys(link, i) => self.resume_on(i, link, now),
+                found => {
+                    if let Some(link) = found {
+                        self.secure.resume_refused += 1;
+                        log::warn!(
+                            "{}: {peer} asked to resume the session of link {link} but does not prove the static key it was created with (or one side is plaintext); refused with a RESET, the session is unaffected",
+                            self.opts.name
+                        );
+                    }
                     let mut reset = [0u8; 64];
                     if let Some(n) = self.node.stateless_reset(&start, &mut reset) {
                         if let Some(s) = self.socks[i].as_mut() {
@@ -675,6 +899,33 @@ impl<N: DriveNode> Runtime<N> {
                     if self.stopping.is_some() {
                         continue;
                     }
+                    let setup = self.opts.secure.clone();
+                    let secure = match setup.as_ref().map(|s| s.accept_policy(peer.ip())) {
+                        None | Some(AcceptAs::Plaintext) => None,
+                        Some(AcceptAs::Secure) => setup,
+                        Some(AcceptAs::Refuse(why)) => {
+                            self.secure.accept_refused += 1;
+                            log::warn!(
+                                "{}: connection from {peer} refused by the keys directory: {why}",
+                                self.opts.name
+                            );
+                            continue;
+                        }
+                    };
+                    if let Some(setup) = &secure {
+                        if self.half_open() >= setup.max_half_open {
+                            self.secure.half_open_refused += 1;
+                            let n = self.secure.half_open_refused;
+                            if n.is_power_of_two() {
+                                log::warn!(
+                                    "{}: connection from {peer} refused: {} handshakes already running (the bound); {n} refused so far",
+                                    self.opts.name,
+                                    setup.max_half_open
+                                );
+                            }
+                            continue;
+                        }
+                    }
                     let _ = stream.set_nodelay(true);
                     let deadline = std::time::Instant::now() + CLASSIFY_WAIT;
                     let s = Sock::new(stream, peer, Phase::Classifying { deadline });
@@ -689,6 +940,25 @@ impl<N: DriveNode> Runtime<N> {
                         }
                     };
                     log::debug!("{}: accepted {peer}", self.opts.name);
+                    if let Some(setup) = secure {
+                        let now = self.clock.now();
+                        match setup.responder(now) {
+                            Ok(w) => {
+                                if let Some(s) = self.socks[i].as_mut() {
+                                    s.sec = Some(w);
+                                    s.phase = Phase::Handshaking { accepted: true };
+                                }
+                            }
+                            Err(e) => {
+                                log::warn!(
+                                    "{}: cannot start the secure channel for {peer}: {e}",
+                                    self.opts.name
+                                );
+                                self.drop_sock(i);
+                            }
+                        }
+                        continue;
+                    }
                     if !self.sessions() {
                         let now = self.clock.now();
                         if !self.attach_new(i, now) {
@@ -809,19 +1079,26 @@ impl<N: DriveNode> Runtime<N> {
                     let _ = s.stream.set_nodelay(true);
                     s.readable = true;
                     let cnow = self.clock.now();
-                    if self.reattach(i, d, cnow) {
-                        continue;
-                    }
-                    if self.attach_new(i, cnow) {
-                        self.dials[d].link = self.socks[i].as_ref().and_then(|s| s.link);
-                        self.dials[d].state = DialState::Up(i);
-                        self.dials[d].up_at = Some(now);
-                    } else {
-                        self.drop_sock(i);
-                        self.dial_failed(d, "the node has no free link slot".into());
+                    if !self.secure_dial(i, d, cnow) {
+                        self.dial_connected(i, d, cnow);
                     }
                 }
             }
+        }
+    }
+
+    /// Dialled socket `i` is ready to carry DMSG: resume the dial's session or add a link.
+    fn dial_connected(&mut self, i: usize, d: usize, now: Instant) {
+        if self.reattach(i, d, now) {
+            return;
+        }
+        if self.attach_new(i, now) {
+            self.dials[d].link = self.socks[i].as_ref().and_then(|s| s.link);
+            self.dials[d].state = DialState::Up(i);
+            self.dials[d].up_at = Some(std::time::Instant::now());
+        } else {
+            self.drop_sock(i);
+            self.dial_failed(d, "the node has no free link slot".into());
         }
     }
 
@@ -832,6 +1109,15 @@ impl<N: DriveNode> Runtime<N> {
             return false;
         };
         if !self.node.is_suspended(link) {
+            return false;
+        }
+        if !self.same_keys(link, i) {
+            self.secure.resume_refused += 1;
+            log::warn!(
+                "{}: link {link}: the peer now proves another static key (or none) than the session was created with; not resuming it, starting a new link",
+                self.opts.name
+            );
+            self.dials[d].link = None;
             return false;
         }
         match self.node.handle_reconnect(now, link) {
@@ -915,6 +1201,9 @@ impl<N: DriveNode> Runtime<N> {
             if let Phase::Connecting { deadline } | Phase::Classifying { deadline } = s.phase {
                 at(deadline.saturating_duration_since(snow) + Duration::from_millis(1));
             }
+            if let Some(t) = s.sec.as_ref().and_then(|w| w.ch.poll_timeout()) {
+                at(Clock::until(self.clock.now(), t) + Duration::from_micros(999));
+            }
         }
         if let Some(t) = self.accept_retry {
             at(t.saturating_duration_since(snow));
@@ -976,7 +1265,8 @@ impl<N: DriveNode> Control for Runtime<N> {
         self.clock.now()
     }
 
-    fn dial(&mut self, addr: Addr) {
+    fn dial(&mut self, addr: Addr, peer: Option<String>) {
+        let peer = peer.unwrap_or_else(|| addr.host().to_string());
         let connector = Connector::new(addr)
             .with_backoff(self.opts.backoff)
             .with_connect_timeout(self.opts.connect_timeout);
@@ -986,6 +1276,7 @@ impl<N: DriveNode> Control for Runtime<N> {
             link: None,
             up_at: None,
             next_addr: 0,
+            peer,
         });
         if self.stopping.is_none() {
             self.start_connect(self.dials.len() - 1);
@@ -1035,6 +1326,10 @@ impl<N: DriveNode> Control for Runtime<N> {
             listening: self.listener.as_ref().and_then(|l| l.local_addr().ok()),
             redials: self.redials,
             resumes: self.resumes,
+            secure: SecureCounters {
+                half_open: self.half_open(),
+                ..self.secure
+            },
         }
     }
 

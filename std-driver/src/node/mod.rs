@@ -78,6 +78,7 @@ use dmsg_core::wire::{Flags, Label, Uuid};
 use crate::connector::Backoff;
 use crate::link::{Message, ThreadCount};
 use crate::net::Addr;
+use crate::secure::{SecureCounters, SecureSetup};
 
 pub use drive::DriveNode;
 pub use events::{NodeEvent, NodeEvents};
@@ -114,6 +115,9 @@ pub struct NodeOptions {
     pub shutdown_grace: Duration,
     /// A name for logs and the thread.
     pub name: String,
+    /// Run the secure channel per the keys directory (`spec/SECURE.md`, [`crate::secure`]);
+    /// `None`: every connection is plaintext DMSG.
+    pub secure: Option<Arc<SecureSetup>>,
 }
 
 impl Default for NodeOptions {
@@ -133,6 +137,7 @@ impl Default for NodeOptions {
             event_backlog: 4096,
             shutdown_grace: Duration::from_secs(2),
             name: "dmsg-node".into(),
+            secure: None,
         }
     }
 }
@@ -213,6 +218,8 @@ pub struct Status {
     pub redials: u64,
     /// Sessions resumed on a new connection so far.
     pub resumes: u64,
+    /// Secure-channel counters (all zero without [`NodeOptions::secure`]).
+    pub secure: SecureCounters,
 }
 
 /// What a command does on the I/O thread (the node, and the runtime's own state).
@@ -305,9 +312,18 @@ impl NodeHandle {
         self.shared.max_aux
     }
 
-    /// Keeps a link to `addr` up: connects now and after every loss, with backoff.
+    /// Keeps a link to `addr` up: connects now and after every loss, with backoff. With
+    /// [`NodeOptions::secure`], the peer's name in the keys directory is the host part of
+    /// `addr` ([`connect_peer`](Self::connect_peer) names it otherwise).
     pub fn connect(&self, addr: Addr) -> Result<(), RtError> {
-        self.call(move |c| c.dial(addr))
+        self.call(move |c| c.dial(addr, None))
+    }
+
+    /// Like [`connect`](Self::connect), the peer named `peer` in the keys directory
+    /// (`peer.pub`: its static key; `peer.none`: plaintext).
+    pub fn connect_peer(&self, addr: Addr, peer: &str) -> Result<(), RtError> {
+        let peer = peer.to_string();
+        self.call(move |c| c.dial(addr, Some(peer)))
     }
 
     /// Opens a transaction to the remote node `to` over the span that leads to it (see

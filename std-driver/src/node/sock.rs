@@ -5,8 +5,10 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
 use dmsg_core::span::LinkId;
+use dmsg_core::time::Instant;
 
 use crate::link::TransportEnd;
+use crate::secure::SecureWire;
 
 /// Where a socket is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,6 +18,9 @@ pub(crate) enum Phase {
     /// Accepted; waiting (until `deadline`) for the first 64 bytes to tell a new link from
     /// a resumed one (sessions only).
     Classifying { deadline: std::time::Instant },
+    /// Running the secure channel's handshake (deadline: the channel's `poll_timeout`);
+    /// `accepted`: we are the responder.
+    Handshaking { accepted: bool },
     /// Carrying a link.
     Linked,
     /// The transport ended; the node was told (or will be once the input is fed).
@@ -39,6 +44,9 @@ pub(crate) struct Sock {
     pub end: Option<TransportEnd>,
     /// The end was reported to the node (`handle_close`).
     pub close_fed: bool,
+    /// The secure channel, when the connection runs one (`input` and `output` above are
+    /// then plaintext in and ciphertext out).
+    pub sec: Option<SecureWire>,
 }
 
 /// What one read pass did.
@@ -59,6 +67,7 @@ impl Sock {
             readable: true,
             end: None,
             close_fed: false,
+            sec: None,
         }
     }
 
@@ -66,12 +75,19 @@ impl Sock {
     /// at `WouldBlock`, at EOF, at an error, or when `cap` bytes wait).
     pub fn read_some(&mut self, buf: &mut [u8], cap: usize) -> ReadPass {
         let mut bytes = 0;
-        while self.readable && self.end.is_none() && self.input.len() < cap {
-            let room = (cap - self.input.len()).min(buf.len());
+        loop {
+            let target = match self.sec.as_mut() {
+                Some(sec) => &mut sec.raw_in,
+                None => &mut self.input,
+            };
+            if !self.readable || self.end.is_some() || target.len() >= cap {
+                break;
+            }
+            let room = (cap - target.len()).min(buf.len());
             match self.stream.read(&mut buf[..room]) {
                 Ok(0) => self.end = Some(TransportEnd::Eof),
                 Ok(n) => {
-                    self.input.extend_from_slice(&buf[..n]);
+                    target.extend_from_slice(&buf[..n]);
                     bytes += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
@@ -108,8 +124,84 @@ impl Sock {
         self.output.is_empty()
     }
 
-    /// Writes `bytes` as far as the socket takes them; the rest waits in `output`.
+    /// Sends `bytes` of the DMSG stream: sealed into records when the connection runs the
+    /// secure channel, as they are otherwise.
     pub fn write_or_keep(&mut self, bytes: &[u8]) {
+        let Some(mut sec) = self.sec.take() else {
+            self.write_raw(bytes);
+            return;
+        };
+        if self.end.is_none() {
+            if let Err(e) = sec.encrypt(bytes, &mut |c| self.write_raw(c)) {
+                self.fail_secure(e);
+            }
+        }
+        self.sec = Some(sec);
+    }
+
+    /// Sends what the secure channel has queued itself (handshake messages, FIN).
+    pub fn flush_secure(&mut self) {
+        let Some(mut sec) = self.sec.take() else {
+            return;
+        };
+        if self.end.is_none() {
+            if let Err(e) = sec.flush(&mut |c| self.write_raw(c)) {
+                self.fail_secure(e);
+            }
+        }
+        self.sec = Some(sec);
+    }
+
+    /// Closes the secure channel's sending direction with its authenticated FIN (best
+    /// effort, before the socket is shut down).
+    pub fn close_secure(&mut self) {
+        if let Some(sec) = self.sec.as_mut() {
+            if sec.ch.is_established() && sec.ch.close().is_ok() {
+                self.flush_secure();
+                self.flush();
+            }
+        }
+    }
+
+    /// Moves authenticated plaintext from the secure channel into `input` (up to `cap`
+    /// bytes); at the socket's EOF checks for the peer's authenticated close. A failure
+    /// ends the transport with [`TransportEnd::Secure`]. True when something moved.
+    pub fn decrypt(&mut self, now: Instant, cap: usize) -> bool {
+        let Some(sec) = self.sec.as_mut() else {
+            return false;
+        };
+        if matches!(self.end, Some(TransportEnd::Secure(_))) {
+            return false;
+        }
+        let r = sec.decrypt(now, &mut self.input, cap).and_then(|moved| {
+            if self.end == Some(TransportEnd::Eof)
+                && sec.raw_in.is_empty()
+                && sec.ch.plaintext().is_empty()
+            {
+                sec.ch.handle_eof()?;
+            }
+            Ok(moved)
+        });
+        match r {
+            Ok(moved) => moved,
+            Err(e) => {
+                self.fail_secure(e);
+                true
+            }
+        }
+    }
+
+    /// The secure channel failed: the transport ends with the typed error.
+    pub fn fail_secure(&mut self, e: dmsg_core::secure::SecureError) {
+        self.end = Some(TransportEnd::Secure(e));
+        if let Some(sec) = self.sec.as_mut() {
+            sec.raw_in.clear();
+        }
+        self.output.clear();
+    }
+
+    /// Writes `bytes` as far as the socket takes them; the rest waits in `output`.
+    fn write_raw(&mut self, bytes: &[u8]) {
         if self.end.is_some() {
             return;
         }

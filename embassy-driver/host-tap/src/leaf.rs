@@ -80,6 +80,25 @@ pub struct LeafOptions {
     /// Offer the reliable session (`ReliableMcuConnection`): a lost connection suspends the
     /// link and the next one resumes it, when the hub offers the session too.
     pub session: bool,
+    /// Run the link through the secure channel (Noise IK) with these keys.
+    pub keys: Option<LeafKeys>,
+}
+
+/// The leaf's keys for the secure channel (the key files of `dmsg keygen`).
+#[derive(Clone)]
+pub struct LeafKeys {
+    /// Our X25519 secret key.
+    pub secret: [u8; 32],
+    /// The hub's X25519 public key.
+    pub hub: [u8; 32],
+}
+
+impl core::fmt::Debug for LeafKeys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("LeafKeys")
+            .field("hub", &self.hub)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A command read from stdin, one per line.
@@ -155,6 +174,8 @@ pub enum Line {
     Suspended(String),
     /// `resumed outage_ms=N`: the session runs again on a new connection.
     Resumed(u64),
+    /// `secure-failed ERR`: the connection's secure channel failed (the link goes down).
+    SecureFailed(String),
 }
 
 impl Line {
@@ -168,6 +189,7 @@ impl Line {
             Line::SpanFailed(e) => format!("span-failed {e}"),
             Line::SpanClosed(e) => format!("span-closed error={e}"),
             Line::Down(r) => format!("down {r}"),
+            Line::SecureFailed(e) => format!("secure-failed {e}"),
             Line::ReadAnswered(v) => format!("read-answered {v}"),
             Line::EchoedByApp => "echoed-by-app".into(),
             Line::RequestRefused(c) => format!("request-refused {c}"),
@@ -277,7 +299,24 @@ pub fn start(
     let seed = opts.seed as u32;
     let refused = |e| format!("leaf settings refused: {e:?}");
     let spawn_err = |e| format!("spawn: {e:?}");
-    if opts.session {
+    if let Some(keys) = &opts.keys {
+        if opts.session {
+            return Err("the secure channel does not run with --session yet".into());
+        }
+        let rng: &'static mut rand_core::UnwrapErr<rand_core::OsRng> =
+            Box::leak(Box::new(rand_core::UnwrapErr(rand_core::OsRng)));
+        let runner = LeafRunner::new(stack, config, channels, rx, tx, seed)
+            .and_then(|r| {
+                r.with_secure(dmsg_embassy::SecureLink {
+                    local: dmsg_core::secure::Keypair::from_secret(keys.secret),
+                    hub: dmsg_core::secure::PublicKey(keys.hub),
+                    config: dmsg_core::secure::SecureConfig::default(),
+                    rng,
+                })
+            })
+            .map_err(refused)?;
+        spawner.spawn(dmsg_task(Box::leak(Box::new(runner))).map_err(spawn_err)?);
+    } else if opts.session {
         let runner =
             ReliableLeafRunner::new(stack, config, channels, rx, tx, seed).map_err(refused)?;
         spawner.spawn(reliable_dmsg_task(Box::leak(Box::new(runner))).map_err(spawn_err)?);
@@ -453,6 +492,7 @@ fn on_event(
         LeafEvent::Refused { error, .. } => emit(Line::Refused(format!("{error:?}"))),
         LeafEvent::Suspended { reason } => emit(Line::Suspended(format!("{reason:?}"))),
         LeafEvent::Resumed { outage } => emit(Line::Resumed(outage.as_millis())),
+        LeafEvent::SecureFailed(e) => emit(Line::SecureFailed(format!("{e:?}"))),
         LeafEvent::Down(d) => {
             // Every transaction was reported closed first.
             tags.clear();

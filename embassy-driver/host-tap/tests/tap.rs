@@ -25,6 +25,12 @@
 //!    on its next connection, the transactions the client opened while the TAP was down
 //!    all complete with their data, and the leaf is never unreachable: nothing lost.
 //!
+//! A second test (`dmsg-tap-<pid>-sec`) runs the link encrypted: `dmsg hub --keys DIR` with
+//! key pairs from `dmsg keygen`; a leaf whose key the hub does not hold is refused
+//! (`secure-failed`, never a LNK_CONN); the admitted leaf (`--key`, `--hub-key`: dmsg-embassy's
+//! `secure` feature, Noise IK) comes up through the secure channel, its span shows in the
+//! hub's shell, and the hub's client's echoes and a READ round-trip to it.
+//!
 //! Needs root (network namespaces, TAP devices), `ip` from iproute2, and the `dmsg` binary
 //! of `dmsg-std` next to this test's executable (`cargo test --workspace` builds it; alone:
 //! `cargo build -p dmsg-std`). Without root or namespaces the test says so LOUDLY and
@@ -127,10 +133,11 @@ impl Drop for Proc {
 }
 
 /// Starts `dmsg hub` in the namespace and waits for its "listening" line.
-fn start_hub(ns: &Netns) -> Proc {
+fn start_hub(ns: &Netns, extra: &[&str]) -> Proc {
     let mut child = ns
         .command(dmsg_bin().to_str().expect("utf-8 path"))
         .args(["hub", "--listen", HUB_ADDR, "--label", "tap-hub"])
+        .args(extra)
         .args(["--cluster", CLUSTER, "--stats", "0", "-v"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -236,7 +243,7 @@ fn leaf_on_tap_against_dmsg_hub_survives_link_flaps() {
         "namespace {} with TAP {TAP} {HUB_CIDR}; `dmsg hub` at {HUB_ADDR}; leaf (embassy-net) at {LEAF_CIDR}",
         ns.name()
     ));
-    let hub = start_hub(&ns);
+    let hub = start_hub(&ns, &[]);
     let client = Client::start(ns.path(), HUB_ADDR, cluster()).expect("the hub's client");
     let plain = node_of(PLAIN_LEAF);
     let mut leaf = spawn_leaf(&ns, PLAIN_LEAF, &[]);
@@ -509,6 +516,122 @@ impl Drop for Leaf {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `dmsg keygen --dir DIR --name NAME` (the key files the hub and the leaf read).
+fn keygen(dir: &std::path::Path, name: &str) {
+    let out = std::process::Command::new(dmsg_bin())
+        .args([
+            "keygen",
+            "--dir",
+            dir.to_str().expect("utf-8 path"),
+            "--name",
+            name,
+        ])
+        .output()
+        .expect("run dmsg keygen");
+    assert!(out.status.success(), "dmsg keygen: {out:?}");
+}
+
+#[test]
+fn encrypted_leaf_on_tap_against_dmsg_hub_with_keys() {
+    if !is_root() {
+        loud_skip("not running as root");
+        return;
+    }
+    let ns = match Netns::create("sec") {
+        Ok(ns) => ns,
+        Err(e) => {
+            loud_skip(&format!("cannot create a network namespace: {e}"));
+            return;
+        }
+    };
+    if let Err(e) = ns.add_tap(TAP, HUB_CIDR) {
+        loud_skip(&format!("cannot create a TAP device: {e}"));
+        return;
+    }
+    // The hub's keys directory holds its own key pair and the leaf's public key; the rogue
+    // leaf's key pair lives elsewhere (the hub has never seen its key).
+    let base = std::env::temp_dir().join(format!("dmsg-tap-keys-{}", std::process::id()));
+    let (keys, rogue) = (base.join("hub"), base.join("rogue"));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&keys).expect("keys dir");
+    std::fs::create_dir_all(&rogue).expect("rogue dir");
+    keygen(&keys, "tap-hub");
+    keygen(&keys, "tap-leaf");
+    keygen(&rogue, "rogue");
+    // The hub's own client in this test connects from the hub's address, in the clear.
+    let hub_ip = HUB_ADDR.split(':').next().expect("address");
+    std::fs::write(keys.join(format!("{hub_ip}.none")), b"").expect("write .none");
+    let path = |d: &std::path::Path, f: &str| d.join(f).to_str().expect("utf-8").to_string();
+    say(format!(
+        "secure: `dmsg hub --keys {}`, an admitted leaf and a rogue one over the TAP",
+        keys.display()
+    ));
+    let _hub = start_hub(&ns, &["--keys", keys.to_str().expect("utf-8 path")]);
+
+    // A leaf whose key the hub does not hold: refused, never a LNK_CONN, a typed error.
+    let (key, hub_key) = (path(&rogue, "rogue.key"), path(&keys, "tap-hub.pub"));
+    let mut intruder = spawn_leaf(&ns, "tap-rogue", &["--key", &key, "--hub-key", &hub_key]);
+    intruder.wait_for(0, "secure-failed", StdDuration::from_secs(20), |l| {
+        l.starts_with("secure-failed")
+    });
+    assert_eq!(
+        intruder.count(0, |l| l == "peer-conn" || l == "span-advertised"),
+        0,
+        "the rogue leaf got in: {:?}",
+        intruder.seen
+    );
+    // One process per TAP device: the rogue goes before the admitted leaf comes.
+    drop(intruder);
+    say("  ok: the rogue leaf refused (secure-failed, no LNK_CONN)");
+
+    // An admitted leaf: the link runs through the secure channel both ways.
+    let (key, hub_key) = (path(&keys, "tap-leaf.key"), path(&keys, "tap-hub.pub"));
+    let mut leaf = spawn_leaf(&ns, "tap-secure", &["--key", &key, "--hub-key", &hub_key]);
+    let i = leaf.wait_for(0, "up", StdDuration::from_secs(15), |l| l == "up");
+    let i = leaf.wait_for(i, "peer-conn", StdDuration::from_secs(10), |l| {
+        l == "peer-conn"
+    });
+    leaf.wait_for(i, "span-advertised", StdDuration::from_secs(5), |l| {
+        l == "span-advertised"
+    });
+    let mark = leaf.seen.len();
+    leaf.send("shell tree");
+    leaf.wait_for(
+        mark,
+        "the hub's tree naming the encrypted leaf's span",
+        StdDuration::from_secs(5),
+        |l| l.starts_with("shell-reply") && l.contains("tap-secure"),
+    );
+    // Transactions from the hub's client (plaintext: `<its address>.none`) to the leaf,
+    // echoed by it over the encrypted link, and READs answered by its application.
+    let client = Client::start(ns.path(), HUB_ADDR, cluster()).expect("the hub's client");
+    let secure_leaf = node_of("tap-secure");
+    eventually(
+        "the client learns the encrypted leaf through the hub",
+        StdDuration::from_secs(10),
+        || client.reachable(&secure_leaf),
+    );
+    expect_echoed(
+        &echoes(&client, secure_leaf, "sec", 20, StdDuration::ZERO),
+        StdDuration::from_secs(10),
+    );
+    let r = wait_result(
+        &client.open(secure_leaf, READ, b""),
+        StdDuration::from_secs(10),
+    );
+    assert_eq!(r.error, 0, "READ: {r:?}");
+    assert_eq!(
+        leaf.count(0, |l| l.starts_with("secure-failed")
+            || l.starts_with("down")),
+        0,
+        "the encrypted link stayed up: {:?}",
+        leaf.seen
+    );
+    say("  ok: encrypted link up, span on the hub, its shell, 20 echoes and a READ from the hub's client");
+
+    let _ = std::fs::remove_dir_all(&base);
 }
 
 fn spawn_leaf(ns: &Netns, label: &str, extra: &[&str]) -> Leaf {

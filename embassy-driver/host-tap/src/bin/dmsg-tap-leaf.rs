@@ -8,6 +8,8 @@
 //! (peer_id and pfs_id as 32 hex digits), `--mac 02:..`, `--ping-ms N`, `--idle-ms N`,
 //! `--connect-ms N`, `--backoff-ms INITIAL,MAX`, `--seed N`, `--session` (offer the reliable
 //! session: `ReliableMcuConnection`, resumed across reconnects when the hub offers it too).
+//! `--key SECRET_FILE --hub-key PUB_FILE`: run the link through the secure channel (Noise IK)
+//! with our `dmsg keygen` secret key and the hub's public key (OS RNG for the handshakes).
 //!
 //! Commands on stdin and the lines printed on stdout: see `dmsg_embassy_tap::leaf`. Logs go
 //! to stderr (`RUST_LOG`-style level in `DMSG_LOG`: error, warn, info, debug, trace).
@@ -18,13 +20,14 @@ use std::str::FromStr;
 use dmsg_core::time::Duration;
 use dmsg_core::wire::Uuid;
 use dmsg_embassy::BackoffConfig;
-use dmsg_embassy_tap::leaf::{self, InputChannel, LeafOptions};
+use dmsg_embassy_tap::leaf::{self, InputChannel, LeafKeys, LeafOptions};
 use embassy_executor::Spawner;
 use embassy_net::{IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
 
 const USAGE: &str = "usage: dmsg-tap-leaf --tap TAP --address A.B.C.D/N --hub A.B.C.D:PORT \
 [--label NAME] [--pfs-label NAME] [--cluster HEX32] [--node HEX32] [--mac XX:..] \
-[--ping-ms N] [--idle-ms N] [--connect-ms N] [--backoff-ms INITIAL,MAX] [--seed N] [--session]";
+[--ping-ms N] [--idle-ms N] [--connect-ms N] [--backoff-ms INITIAL,MAX] [--seed N] [--session] \
+[--key SECRET_FILE --hub-key PUB_FILE]";
 
 fn parse_uuid(s: &str) -> Result<Uuid, String> {
     let hex: String = s.chars().filter(|c| *c != '-').collect();
@@ -90,7 +93,9 @@ fn parse_args(args: &[String]) -> Result<LeafOptions, String> {
         backoff: BackoffConfig::new(0),
         seed: u64::from(std::process::id()) ^ 0x9E37_79B9_7F4A_7C15,
         session: false,
+        keys: None,
     };
+    let (mut key, mut hub_key) = (None, None);
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -117,6 +122,8 @@ fn parse_args(args: &[String]) -> Result<LeafOptions, String> {
                 opts.seed = v.parse().map_err(|_| format!("not a number: {v}"))?;
             }
             "--session" => opts.session = true,
+            "--key" => key = Some(read_key(value()?, "dmsg-x25519-secret")?),
+            "--hub-key" => hub_key = Some(read_key(value()?, "dmsg-x25519-pub")?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
@@ -124,7 +131,26 @@ fn parse_args(args: &[String]) -> Result<LeafOptions, String> {
     opts.tap = tap.ok_or("--tap is required")?;
     opts.address = address.ok_or("--address is required")?;
     opts.hub = hub.ok_or("--hub is required")?;
+    opts.keys = match (key, hub_key) {
+        (Some(secret), Some(hub)) => Some(LeafKeys { secret, hub }),
+        (None, None) => None,
+        _ => return Err("--key and --hub-key go together".into()),
+    };
     Ok(opts)
+}
+
+/// The key of a `dmsg keygen` key file: the line `TAG <64 hex digits> [comment]`.
+fn read_key(path: &str, tag: &str) -> Result<[u8; 32], String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(tag))
+        .ok_or(format!("{path}: no `{tag}` line"))?;
+    let hex = line.split_whitespace().nth(1).unwrap_or("");
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{path}: the key must be 64 hex digits"));
+    }
+    Ok(dmsg_embassy::secure::key_from_hex(hex))
 }
 
 /// A minimal `log` backend: `LEVEL target: message` on stderr.

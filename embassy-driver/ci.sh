@@ -15,6 +15,8 @@ echo "==> rp2040-w5500 (thumbv6m-none-eabi, release)"
 (cd examples/rp2040-w5500 && cargo build --release)
 echo "==> stm32-eth (thumbv7em-none-eabihf, release)"
 (cd examples/stm32-eth && cargo build --release)
+echo "==> stm32-eth with the secure feature (the rp2040 one is built by the size report)"
+(cd examples/stm32-eth && cargo build --release --features secure)
 
 echo "==> size report"
 ./size-report.sh

@@ -8,6 +8,11 @@
 //!
 //! Without the `dmsg` feature the same firmware is a plain TCP client that writes the value
 //! to the hub once a second.
+//!
+//! With the `secure` feature the link runs encrypted and mutually authenticated (Noise IK,
+//! dmsg-core's secure channel): edit `LEAF_SECRET` and `HUB_PUBLIC` in the `leaf` module (the
+//! key files of `dmsg keygen`; the hub's keys directory must hold this leaf's public key).
+//! The handshakes' randomness comes from the H743's hardware RNG.
 #![no_std]
 #![no_main]
 
@@ -149,7 +154,7 @@ async fn main(spawner: Spawner) {
     }
 
     #[cfg(feature = "dmsg")]
-    leaf::run(spawner, stack, socket_rx, socket_tx, rng.next_u32()).await;
+    leaf::run(spawner, stack, socket_rx, socket_tx, rng.next_u32(), rng).await;
 
     #[cfg(not(feature = "dmsg"))]
     plain::run(stack, socket_rx, socket_tx).await;
@@ -163,6 +168,22 @@ mod leaf {
     use dmsg_core::wire::{Command, Uuid};
     use dmsg_embassy::{Channels, LeafCommand, LeafConfig, LeafEvent};
     use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
+
+    /// This leaf's X25519 secret key: the 64 hex digits of the `dmsg-x25519-secret` line of
+    /// a key file written by `dmsg keygen --name nucleo-h743zi` (never share it; give every
+    /// board its own). The hub's keys directory must hold the matching `.pub` file.
+    /// **Replace this example value**: anyone who reads this source holds it.
+    #[cfg(feature = "secure")]
+    const LEAF_SECRET: [u8; 32] = dmsg_embassy::secure::key_from_hex(
+        "38c1f0d2e3b4a5968778695a4b3c2d1e0ff0e1d2c3b4a5968778695a4b3c2d5f",
+    );
+    /// The hub's X25519 public key: the 64 hex digits of its `dmsg-x25519-pub` key file
+    /// (the one `dmsg hub --keys DIR` runs with). **Replace this example value.**
+    #[cfg(feature = "secure")]
+    const HUB_PUBLIC: dmsg_core::secure::PublicKey =
+        dmsg_core::secure::PublicKey(dmsg_embassy::secure::key_from_hex(
+            "0d5f2c3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6",
+        ));
 
     /// The application's "read" command (protocol nibble 3 is unassigned by DragonFly): a
     /// transaction whose answer carries the reading as ASCII.
@@ -195,12 +216,26 @@ mod leaf {
         socket_rx: &'static mut [u8],
         socket_tx: &'static mut [u8],
         seed: u32,
+        #[allow(unused_variables)] rng: Rng<'static, peripherals::RNG>,
     ) -> ! {
         static RUNNER: StaticCell<Leaf> = StaticCell::new();
-        let runner = RUNNER.init(unwrap!(Leaf::new(
-            stack, &CONFIG, &CHANNELS, socket_rx, socket_tx, seed
-        )
-        .ok()));
+        let runner = unwrap!(Leaf::new(stack, &CONFIG, &CHANNELS, socket_rx, socket_tx, seed).ok());
+        // The handshakes' ephemeral keys come from the STM32H7's hardware RNG (a true RNG
+        // from analog noise, with the peripheral's own health checks; embassy-stm32 reports
+        // its seed and clock errors and recovers).
+        #[cfg(feature = "secure")]
+        let runner = {
+            static RNG: StaticCell<Rng<'static, peripherals::RNG>> = StaticCell::new();
+            unwrap!(runner
+                .with_secure(dmsg_embassy::SecureLink {
+                    local: dmsg_core::secure::Keypair::from_secret(LEAF_SECRET),
+                    hub: HUB_PUBLIC,
+                    config: dmsg_core::secure::SecureConfig::default(),
+                    rng: RNG.init(rng),
+                })
+                .ok())
+        };
+        let runner = RUNNER.init(runner);
         spawner.spawn(unwrap!(dmsg_task(runner)));
 
         loop {

@@ -13,6 +13,7 @@
 //! probes, never beyond `N` steps.
 
 /// SplitMix64's finalizer: a cheap, well-mixing, deterministic 64-bit hash step.
+#[cfg_attr(target_os = "none", inline(never))]
 pub(crate) const fn mix64(mut x: u64) -> u64 {
     x ^= x >> 30;
     x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);

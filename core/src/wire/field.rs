@@ -2,6 +2,7 @@
 
 use super::ByteOrder;
 
+#[cfg_attr(target_os = "none", inline(never))]
 pub(crate) fn u16_at(buf: &[u8], off: usize, order: ByteOrder) -> u16 {
     let b = [buf[off], buf[off + 1]];
     match order {
@@ -10,6 +11,7 @@ pub(crate) fn u16_at(buf: &[u8], off: usize, order: ByteOrder) -> u16 {
     }
 }
 
+#[cfg_attr(target_os = "none", inline(never))]
 pub(crate) fn u32_at(buf: &[u8], off: usize, order: ByteOrder) -> u32 {
     let mut b = [0u8; 4];
     b.copy_from_slice(&buf[off..off + 4]);
@@ -19,6 +21,7 @@ pub(crate) fn u32_at(buf: &[u8], off: usize, order: ByteOrder) -> u32 {
     }
 }
 
+#[cfg_attr(target_os = "none", inline(never))]
 pub(crate) fn u64_at(buf: &[u8], off: usize, order: ByteOrder) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&buf[off..off + 8]);
@@ -28,6 +31,7 @@ pub(crate) fn u64_at(buf: &[u8], off: usize, order: ByteOrder) -> u64 {
     }
 }
 
+#[cfg_attr(target_os = "none", inline(never))]
 pub(crate) fn put_u16(buf: &mut [u8], off: usize, v: u16, order: ByteOrder) {
     let b = match order {
         ByteOrder::Little => v.to_le_bytes(),
@@ -36,6 +40,7 @@ pub(crate) fn put_u16(buf: &mut [u8], off: usize, v: u16, order: ByteOrder) {
     buf[off..off + 2].copy_from_slice(&b);
 }
 
+#[cfg_attr(target_os = "none", inline(never))]
 pub(crate) fn put_u32(buf: &mut [u8], off: usize, v: u32, order: ByteOrder) {
     let b = match order {
         ByteOrder::Little => v.to_le_bytes(),
@@ -44,6 +49,7 @@ pub(crate) fn put_u32(buf: &mut [u8], off: usize, v: u32, order: ByteOrder) {
     buf[off..off + 4].copy_from_slice(&b);
 }
 
+#[cfg_attr(target_os = "none", inline(never))]
 pub(crate) fn put_u64(buf: &mut [u8], off: usize, v: u64, order: ByteOrder) {
     let b = match order {
         ByteOrder::Little => v.to_le_bytes(),

@@ -100,6 +100,7 @@ impl Duration {
 
 impl Add<Duration> for Instant {
     type Output = Instant;
+    #[cfg_attr(target_os = "none", inline(never))]
     fn add(self, rhs: Duration) -> Instant {
         Instant {
             micros: self.micros.saturating_add(rhs.micros),
@@ -109,6 +110,7 @@ impl Add<Duration> for Instant {
 
 impl Sub<Instant> for Instant {
     type Output = Duration;
+    #[cfg_attr(target_os = "none", inline(never))]
     fn sub(self, rhs: Instant) -> Duration {
         self.saturating_since(rhs)
     }

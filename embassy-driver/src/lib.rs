@@ -72,12 +72,16 @@
 //!
 //! | what | bytes (thumbv6m, measured) |
 //! |---|---|
-//! | `Runner<.., LeafConnection>` (the link: 1 KiB aux in, 8 transactions per side, 1 KiB output queue) | 6,072 |
-//! | `Runner<.., McuConnection>` (the core's alias, 2 KiB output queue) | 7,088 |
-//! | its `run()` future (the task) | 552 |
+//! | `Runner<.., LeafConnection>` (the link: 1 KiB aux in, 8 transactions per side, 1 KiB output queue) | 6,168 |
+//! | `Runner<.., McuConnection>` (the core's alias, 2 KiB output queue) | 7,192 |
+//! | `Runner<.., LeafConnection>` with the `secure` feature (the secure channel's two record buffers) | 11,488 |
+//! | its `run()` future (the task, as its embassy task pool) | 608 |
 //! | `Channels<_, 64, 2, 2>` | 512 |
-//! | `LeafConfig` | none if it is a `static` (flash); 160 otherwise |
+//! | `LeafConfig` | none if it is a `static` (flash); 152 otherwise |
 //! | TCP socket buffers | the caller's, e.g. 2 × 4 KiB |
+//!
+//! (`size_of` on `thumbv6m-none-eabi`, read off the firmware build; the task pool from the
+//! firmware's symbol table.)
 //!
 //! Keep the runner in a `StaticCell` and pass `&'static mut Runner` to its task: an `async fn`
 //! argument is stored twice in the task's future. Flash and RAM figures of whole firmware are in
@@ -87,6 +91,10 @@
 //!
 //! - `defmt`: log with defmt (and `defmt::Format` on the events and commands); `log`: log
 //!   through the `log` facade. At most one of them.
+//! - `secure`: encrypted, mutually authenticated links (dmsg-core's Noise IK secure channel
+//!   between the TCP socket and the link: `Runner::with_secure`, module `secure`); without it the
+//!   crypto is left out of the firmware (about 28.6 KB of flash and 5.6 KB of RAM on an
+//!   RP2040).
 //! - `proto-ipv4` (default), `proto-ipv6`, `medium-ethernet` (default), `medium-ip`: forwarded
 //!   to embassy-net, which needs at least one protocol and one medium.
 #![cfg_attr(not(test), no_std)]

@@ -48,7 +48,7 @@ pub fn to_embassy_duration(d: Duration) -> embassy_time::Duration {
 ///   when the application runs on the same executor, `CriticalSectionRawMutex` otherwise);
 /// - `A`, `NC`, `NE`: see [`Channels`];
 /// - `L`: the core link, by default [`LeafConnection`] (1 KiB aux in, 8 transactions per
-///   side, 1 KiB output queue, the 1 KiB-table CRC); `dmsg_core::link::McuConnection` has a
+///   side, 1 KiB output queue, the half-byte-table CRC); `dmsg_core::link::McuConnection` has a
 ///   2 KiB output queue, for leaves that send 1 KiB of aux;
 ///   `dmsg_core::link::ReliableMcuConnection` runs the reliable session when the hub offers
 ///   it too: a lost connection suspends the link, and the next one resumes it with nothing

@@ -19,11 +19,13 @@
 //!   further ones are closed at accept and counted in
 //!   [`SecureCounters::half_open_refused`] (established links are not affected).
 
-use std::net::IpAddr;
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpStream};
 use std::path::Path;
 
 use dmsg_core::secure::{
-    Keypair, PublicKey, SecureChannel, SecureConfig, SecureError, SecureFailures, MAX_RECORD_WIRE,
+    Keypair, PublicKey, SecureChannel, SecureConfig, SecureError, SecureFailures, HANDSHAKE2_WIRE,
+    MAX_RECORD_WIRE,
 };
 use dmsg_core::time::Instant;
 use rand_core::{OsRng, TryRngCore};
@@ -83,7 +85,7 @@ impl SecureSetup {
             Ok(k) => k,
             Err(KeyError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
                 return Err(format!(
-                    "{}: no such key file; create this node's key pair with `dmsg keygen --dir {} --name {name}` (or pick the key with --label)",
+                    "{}: no such key file; create this node's key pair with `dmsg keygen --dir {} --name {name}`",
                     path.display(),
                     dir.display()
                 ))
@@ -175,6 +177,45 @@ impl SecureSetup {
         )?;
         Ok(SecureWire::new(ch))
     }
+}
+
+/// Runs the initiator's handshake on a blocking, connected `stream` to the peer named
+/// `peer` in the keys directory (for the single-link runtime of `dmsg shell` and
+/// `dmsg tree`). `Ok(None)`: the directory says plaintext (`peer.none`). Errors say what
+/// is wrong and what to do.
+pub fn dial_handshake(
+    stream: &mut TcpStream,
+    setup: &SecureSetup,
+    peer: &str,
+) -> Result<Option<SecureChannel>, String> {
+    let Some(key) = setup.dial_policy(peer)? else {
+        return Ok(None);
+    };
+    let clock = crate::clock::Clock::new();
+    let mut ch = setup
+        .initiator(key, clock.now())
+        .map_err(|e| format!("cannot start the secure channel: {e}"))?
+        .ch;
+    let io_err = |e: std::io::Error| {
+        format!("the secure handshake with '{peer}' did not finish: {e}; does the peer run with --keys and hold our public key?")
+    };
+    let mut buf = [0u8; MAX_RECORD_WIRE];
+    let n = ch.poll_transmit(&mut buf).map_err(|e| e.to_string())?;
+    stream.write_all(&buf[..n]).map_err(io_err)?;
+    let timeout = crate::clock::to_std(setup.config.handshake_timeout);
+    stream
+        .set_read_timeout(Some(timeout.max(std::time::Duration::from_millis(1))))
+        .map_err(io_err)?;
+    let mut msg2 = [0u8; HANDSHAKE2_WIRE];
+    stream.read_exact(&mut msg2).map_err(io_err)?;
+    stream.set_read_timeout(None).map_err(io_err)?;
+    ch.handle_input(clock.now(), &msg2).map_err(|e| {
+        format!("the secure handshake with '{peer}' failed: {e}; is {peer}.pub the peer's current public key?")
+    })?;
+    if !ch.is_established() {
+        return Err(format!("the secure handshake with '{peer}' did not finish"));
+    }
+    Ok(Some(*ch))
 }
 
 /// What a runtime counts about its secure channels (in

@@ -254,14 +254,16 @@ fn run(a: &Args, io: &mut Io<'_>) -> Result<(), Failed> {
         Some(k) => {
             let _ = writeln!(
                 io.stdout,
-                "secure channel on (Noise IK, X25519 + ChaCha20-Poly1305): fresh key pairs for                  the hub and every leaf in {} (removed at the end); each leaf knows hub.pub,                  the hub admits the keys of its .pub files. --plaintext turns it off.\n",
+                "secure channel on (Noise IK, X25519 + ChaCha20-Poly1305): fresh key pairs for the hub \
+                 and every leaf in {} (removed at the end); each leaf knows hub.pub, the hub admits \
+                 the keys of its .pub files. --plaintext turns it off.\n",
                 k.0.display()
             );
         }
         None => {
             let _ = writeln!(
                 io.stdout,
-                "secure channel off (--plaintext): links are neither encrypted nor                  authenticated\n"
+                "secure channel off (--plaintext): links are neither encrypted nor authenticated\n"
             );
         }
     }

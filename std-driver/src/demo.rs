@@ -4,28 +4,37 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dmsg_core::errcode;
 use dmsg_core::link::{SendError, TxnEnd};
 use dmsg_core::node::{NodeAddr, NodeError};
+use dmsg_core::secure::Keypair;
 use dmsg_core::wire::{Command, Flags};
+use rand_core::{OsRng, TryRngCore};
 
 use crate::cli::{print_or_usage, Arg, ArgReader, Io, UsageError};
 use crate::exit;
+use crate::keys::write_keypair;
 use crate::link::Message;
 use crate::net::Addr;
 use crate::node::{addr_of, NodeEvent, NodeEvents, NodeHandle, RtError};
 use crate::node_cmd::{cluster, parse_listen, start_hub, start_leaf, HUB_LABEL, LEAF_NAMES};
+use crate::secure::SecureSetup;
 
 const HELP: &str = "\
 dmsg demo: a hub and several leaves on loopback, in one process
 
-Usage: dmsg demo [--leaves N] [--requests N] [--stream N] [--listen ADDR] [--no-session] [-v]
+Usage: dmsg demo [--leaves N] [--requests N] [--stream N] [--listen ADDR] [--no-session]
+                 [--plaintext] [-v]
 
 Shows the span tree converging, request/reply transactions from every leaf to every other
 through the hub (with latencies), a leaf's TCP connection cut in the middle of a stream of
-transactions, and a summary of frames, transactions, reconnects and timings.
+transactions, and a summary of frames, transactions, reconnects and timings. Every link
+runs the secure channel (Noise IK, spec/SECURE.md): the demo writes fresh key pairs for the
+hub and the leaves into a temporary keys directory (removed at the end) and says where.
 
 Options:
   --leaves N       leaves to start, 2..16 (default 4)
@@ -33,6 +42,7 @@ Options:
   --stream N       frames in the stream that is cut in the middle (default 200)
   --listen ADDR    where the hub listens (default 127.0.0.1:0, a free port)
   --no-session     plain DMSG links: the cut stream ends with LOSTLINK instead of resuming
+  --plaintext      no secure channel: unencrypted, unauthenticated links
   -v, -vv          log the links' life (-v) and more (-vv) to standard error
   -h, --help       show this help
 
@@ -48,6 +58,7 @@ struct Args {
     stream: usize,
     listen: SocketAddr,
     sessions: bool,
+    secure: bool,
     verbose: u8,
 }
 
@@ -59,6 +70,7 @@ fn parse(args: &[OsString]) -> Result<Option<Args>, UsageError> {
         stream: 200,
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         sessions: true,
+        secure: true,
         verbose: 0,
     };
     let num = |r: &ArgReader<'_>, name: &str, v: &str, lo: usize, hi: usize| {
@@ -92,6 +104,10 @@ fn parse(args: &[OsString]) -> Result<Option<Args>, UsageError> {
             Arg::Option("--no-session", inline) => {
                 r.no_value("--no-session", inline)?;
                 a.sessions = false;
+            }
+            Arg::Option("--plaintext", inline) => {
+                r.no_value("--plaintext", inline)?;
+                a.secure = false;
             }
             Arg::Option("--listen", inline) => {
                 let v = r.value("--listen", inline)?;
@@ -165,11 +181,62 @@ struct Tally {
     latencies: Vec<Duration>,
 }
 
+/// A temporary keys directory with a key pair for the hub and each leaf; removed on drop.
+struct DemoKeys(PathBuf);
+
+impl DemoKeys {
+    fn create(names: &[&str]) -> Result<DemoKeys, String> {
+        let dir = std::env::temp_dir().join(format!("dmsg-demo-keys-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let keys = DemoKeys(dir);
+        for name in names {
+            let mut secret = [0u8; 32];
+            OsRng
+                .try_fill_bytes(&mut secret)
+                .map_err(|e| format!("no operating-system randomness: {e}"))?;
+            let kp = Keypair::from_secret(secret);
+            secret.fill(0);
+            write_keypair(&keys.0, name, &kp, true).map_err(|e| e.to_string())?;
+        }
+        Ok(keys)
+    }
+
+    fn setup(&self, name: &str) -> Result<Arc<SecureSetup>, Failed> {
+        SecureSetup::load(&self.0, name)
+            .map(Arc::new)
+            .map_err(|message| Failed {
+                code: exit::USAGE,
+                message,
+            })
+    }
+}
+
+impl Drop for DemoKeys {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn run(a: &Args, io: &mut Io<'_>) -> Result<(), Failed> {
     let t_start = Instant::now();
     let cl = cluster();
+    let keys = if a.secure {
+        let mut names = vec![HUB_LABEL];
+        names.extend_from_slice(&LEAF_NAMES[..a.leaves]);
+        Some(DemoKeys::create(&names).map_err(|e| Failed {
+            code: exit::USAGE,
+            message: format!("cannot write the demo's keys: {e}; try --plaintext"),
+        })?)
+    } else {
+        None
+    };
+    let hub_keys = match &keys {
+        Some(k) => Some(k.setup(HUB_LABEL)?),
+        None => None,
+    };
     let (hub, _hub_events) =
-        start_hub(a.listen, HUB_LABEL, cl, a.sessions, None).map_err(|e| Failed {
+        start_hub(a.listen, HUB_LABEL, cl, a.sessions, hub_keys).map_err(|e| Failed {
             code: exit::NETWORK,
             message: format!("the hub could not start: {e}"),
         })?;
@@ -183,6 +250,23 @@ fn run(a: &Args, io: &mut Io<'_>) -> Result<(), Failed> {
         LEAF_NAMES[..a.leaves].join(", "),
         if a.sessions { "on" } else { "off (--no-session)" }
     );
+    match &keys {
+        Some(k) => {
+            let _ = writeln!(
+                io.stdout,
+                "secure channel on (Noise IK, X25519 + ChaCha20-Poly1305): fresh key pairs for the hub \
+                 and every leaf in {} (removed at the end); each leaf knows hub.pub, the hub admits \
+                 the keys of its .pub files. --plaintext turns it off.\n",
+                k.0.display()
+            );
+        }
+        None => {
+            let _ = writeln!(
+                io.stdout,
+                "secure channel off (--plaintext): links are neither encrypted nor authenticated\n"
+            );
+        }
+    }
     let _ = io.stdout.flush();
 
     // 1. Leaves and the span tree.
@@ -190,8 +274,19 @@ fn run(a: &Args, io: &mut Io<'_>) -> Result<(), Failed> {
     let mut leaves = Vec::new();
     for &name in &LEAF_NAMES[..a.leaves] {
         let target = Addr::new(hub_addr.ip().to_string(), hub_addr.port());
-        let (handle, events) = start_leaf(target, name, cl, a.sessions, None, None)
-            .map_err(rt("a leaf could not start"))?;
+        let leaf_keys = match &keys {
+            Some(k) => Some(k.setup(name)?),
+            None => None,
+        };
+        let (handle, events) = start_leaf(
+            target,
+            name,
+            cl,
+            a.sessions,
+            leaf_keys,
+            Some(HUB_LABEL).filter(|_| a.secure),
+        )
+        .map_err(rt("a leaf could not start"))?;
         leaves.push(Leaf {
             name,
             handle,
@@ -342,6 +437,16 @@ fn run(a: &Args, io: &mut Io<'_>) -> Result<(), Failed> {
             resumes += s.resumes;
         }
     }
+    let secure_line = if a.secure {
+        let c = st.secure;
+        format!(
+            "{} handshakes at the hub, {} failures (the cut shows as a truncated stream)",
+            c.handshakes,
+            c.failures.total()
+        )
+    } else {
+        "off".to_string()
+    };
     let _ = writeln!(
         io.stdout,
         "\n[4/4] summary after {:.2} s:\n      \
@@ -349,6 +454,7 @@ fn run(a: &Args, io: &mut Io<'_>) -> Result<(), Failed> {
          {} frames in / {} out on its current links\n      \
          transactions: {} answered, {} failed, {} lost to the cut\n      \
          reconnects: {} redials, {} sessions resumed\n      \
+         secure channel: {}\n      \
          timings: tree converged in {:.1} ms; request/reply p50 {:.3} ms, p99 {:.3} ms",
         t_start.elapsed().as_secs_f64(),
         st.links.len(),
@@ -362,6 +468,7 @@ fn run(a: &Args, io: &mut Io<'_>) -> Result<(), Failed> {
         tally.txns_lost,
         redials,
         resumes,
+        secure_line,
         ms(converged),
         ms(p50),
         ms(p99),

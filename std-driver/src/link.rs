@@ -81,6 +81,7 @@ use dmsg_core::link::{
     CloseReason, ConfigError, Event, Extensions, HostConnection, LinkConfig, LinkState, LinkStats,
     Outgoing, SendError, Side, TxnEnd, TxnId,
 };
+use dmsg_core::secure::{SecureChannel, MAX_RECORD_WIRE};
 use dmsg_core::time::Instant;
 use dmsg_core::wire::body::ConnRepr;
 use dmsg_core::wire::{Body, Command, Flags, HeaderRepr};
@@ -743,6 +744,25 @@ const DRIVER_STACK: usize = 8 << 20;
 /// Runs a link over `stream` (connected, in plaintext mode) on new threads. Our LNK_CONN is
 /// the first frame sent and [`LinkEvent::Connected`] the first event.
 pub fn spawn(stream: TcpStream, opts: LinkOptions) -> Result<(LinkHandle, LinkEvents), LinkError> {
+    spawn_inner(stream, opts, None)
+}
+
+/// Like [`spawn`], over the established secure channel `ch` (from
+/// [`crate::secure::dial_handshake`]): the DMSG stream travels in its records. A record that
+/// fails ends the link with [`TransportEnd::Secure`].
+pub fn spawn_secure(
+    stream: TcpStream,
+    opts: LinkOptions,
+    ch: SecureChannel,
+) -> Result<(LinkHandle, LinkEvents), LinkError> {
+    spawn_inner(stream, opts, Some(Box::new(ch)))
+}
+
+fn spawn_inner(
+    stream: TcpStream,
+    opts: LinkOptions,
+    sec: Option<Box<SecureChannel>>,
+) -> Result<(LinkHandle, LinkEvents), LinkError> {
     let peer = stream.peer_addr()?;
     let local = stream.local_addr()?;
     let name = opts.name.clone().unwrap_or_else(|| peer.to_string());
@@ -797,6 +817,8 @@ pub fn spawn(stream: TcpStream, opts: LinkOptions) -> Result<(LinkHandle, LinkEv
                 name: driver_name,
                 transport: None,
                 out: vec![0u8; 64 * 1024],
+                sec,
+                plain: Vec::new(),
             }
             .run(rx, reader);
         })?;
@@ -836,6 +858,10 @@ struct Driver {
     name: String,
     transport: Option<TransportEnd>,
     out: Vec<u8>,
+    /// The secure channel, when the link runs over one.
+    sec: Option<Box<SecureChannel>>,
+    /// Plaintext of one record on its way to the connection.
+    plain: Vec<u8>,
 }
 
 /// How many times in a row `handle_input` may use nothing after a full drain before the
@@ -864,6 +890,9 @@ impl Driver {
             match wake {
                 Ok(Wake::Read(ReadOutcome::Data(bytes))) => self.feed(now, &bytes),
                 Ok(Wake::Read(ReadOutcome::Eof)) => {
+                    if let Some(Err(e)) = self.sec.as_mut().map(|c| c.handle_eof()) {
+                        self.transport.get_or_insert(TransportEnd::Secure(e));
+                    }
                     self.transport.get_or_insert(TransportEnd::Eof);
                     self.conn.handle_close();
                 }
@@ -892,7 +921,18 @@ impl Driver {
             }
             self.drain(now);
         }
-        // The link is closed and everything queued was written.
+        // The link is closed and everything queued was written; then our authenticated
+        // close, when the link runs over the secure channel.
+        if let Some(ch) = self.sec.as_mut() {
+            if ch.is_established() && ch.close().is_ok() {
+                let mut rec = [0u8; MAX_RECORD_WIRE];
+                while let Ok(n @ 1..) = ch.poll_transmit(&mut rec) {
+                    if self.stream.write_all(&rec[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
         let _ = self.stream.shutdown(Shutdown::Both);
         self.gate.stop();
         // The reader may be blocked sending into a full channel: dropping the receiver
@@ -904,9 +944,43 @@ impl Driver {
         log::debug!("{}: link threads done", self.name);
     }
 
-    /// Feeds received bytes per the contract: what `handle_input` leaves is fed again after
-    /// draining.
+    /// Feeds received bytes: through the secure channel first when there is one.
     fn feed(&mut self, now: Instant, bytes: &[u8]) {
+        if self.sec.is_none() {
+            return self.feed_plain(now, bytes);
+        }
+        let mut rest = bytes;
+        loop {
+            let Some(ch) = self.sec.as_mut() else { return };
+            if !ch.plaintext().is_empty() {
+                self.plain.clear();
+                self.plain.extend_from_slice(ch.plaintext());
+                let n = self.plain.len();
+                ch.consume(n);
+                let plain = std::mem::take(&mut self.plain);
+                self.feed_plain(now, &plain);
+                self.plain = plain;
+                continue;
+            }
+            if rest.is_empty() || self.conn.is_closed() {
+                return;
+            }
+            match ch.handle_input(now, rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) => {
+                    log::warn!("{}: secure channel failed: {e}", self.name);
+                    self.transport.get_or_insert(TransportEnd::Secure(e));
+                    self.conn.handle_close();
+                    self.drain(now);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Feeds received plaintext per the contract: what `handle_input` leaves is fed again
+    /// after draining.
+    fn feed_plain(&mut self, now: Instant, bytes: &[u8]) {
         let mut rest = bytes;
         let mut stalls = 0;
         while !rest.is_empty() {
@@ -999,13 +1073,36 @@ impl Driver {
             if n == 0 {
                 return;
             }
-            if let Err(e) = self.stream.write_all(&self.out[..n]) {
-                self.transport.get_or_insert(TransportEnd::WriteError {
-                    kind: e.kind(),
-                    message: e.to_string(),
-                });
+            if let Err(e) = self.write(n) {
+                self.transport.get_or_insert(e);
                 // Drops the rest of the queue; poll_transmit returns 0 from now on.
                 self.conn.handle_close();
+            }
+        }
+    }
+
+    /// Writes `self.out[..n]`, sealed into records when the link runs the secure channel.
+    fn write(&mut self, n: usize) -> Result<(), TransportEnd> {
+        let io_end = |e: io::Error| TransportEnd::WriteError {
+            kind: e.kind(),
+            message: e.to_string(),
+        };
+        let Some(ch) = self.sec.as_mut() else {
+            return self.stream.write_all(&self.out[..n]).map_err(io_end);
+        };
+        let mut rec = [0u8; MAX_RECORD_WIRE];
+        let mut rest = &self.out[..n];
+        loop {
+            let taken = ch.send(rest).map_err(TransportEnd::Secure)?;
+            rest = &rest[taken..];
+            let m = ch.poll_transmit(&mut rec).map_err(TransportEnd::Secure)?;
+            self.stream.write_all(&rec[..m]).map_err(io_end)?;
+            if rest.is_empty() && !ch.wants_transmit() {
+                return Ok(());
+            }
+            if taken == 0 && m == 0 {
+                // Cannot happen on an established channel; never spin.
+                return Err(TransportEnd::Secure(dmsg_core::secure::SecureError::Closed));
             }
         }
     }

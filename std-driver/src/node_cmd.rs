@@ -353,8 +353,19 @@ fn run_until_stopped(
         if !every.is_zero() && Instant::now() >= next {
             next = Instant::now() + every;
             if let Ok(st) = h.status() {
+                let c = st.secure;
+                let secure = if c.handshakes + c.failures.total() + c.half_open_refused > 0 {
+                    format!(
+                        ", {} secure handshakes, {} channel failures, {} refused (half-open bound)",
+                        c.handshakes,
+                        c.failures.total(),
+                        c.half_open_refused
+                    )
+                } else {
+                    String::new()
+                };
                 let line = format!(
-                    "{} links, {} spans, {} frames relayed, {} redials",
+                    "{} links, {} spans, {} frames relayed, {} redials{secure}",
                     st.links.len(),
                     st.spans,
                     st.stats.frames_relayed,

@@ -19,11 +19,13 @@
 //!   further ones are closed at accept and counted in
 //!   [`SecureCounters::half_open_refused`] (established links are not affected).
 
-use std::net::IpAddr;
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpStream};
 use std::path::Path;
 
 use dmsg_core::secure::{
-    Keypair, PublicKey, SecureChannel, SecureConfig, SecureError, SecureFailures, MAX_RECORD_WIRE,
+    Keypair, PublicKey, SecureChannel, SecureConfig, SecureError, SecureFailures, HANDSHAKE2_WIRE,
+    MAX_RECORD_WIRE,
 };
 use dmsg_core::time::Instant;
 use rand_core::{OsRng, TryRngCore};
@@ -83,7 +85,7 @@ impl SecureSetup {
             Ok(k) => k,
             Err(KeyError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
                 return Err(format!(
-                    "{}: no such key file; create this node's key pair with `dmsg keygen --dir {} --name {name}` (or pick the key with --label)",
+                    "{}: no such key file; create this node's key pair with `dmsg keygen --dir {} --name {name}`",
                     path.display(),
                     dir.display()
                 ))
@@ -175,6 +177,45 @@ impl SecureSetup {
         )?;
         Ok(SecureWire::new(ch))
     }
+}
+
+/// Runs the initiator's handshake on a blocking, connected `stream` to the peer named
+/// `peer` in the keys directory (for the single-link runtime of `dmsg shell` and
+/// `dmsg tree`). `Ok(None)`: the directory says plaintext (`peer.none`). Errors say what
+/// is wrong and what to do.
+pub fn dial_handshake(
+    stream: &mut TcpStream,
+    setup: &SecureSetup,
+    peer: &str,
+) -> Result<Option<SecureChannel>, String> {
+    let Some(key) = setup.dial_policy(peer)? else {
+        return Ok(None);
+    };
+    let clock = crate::clock::Clock::new();
+    let mut ch = setup
+        .initiator(key, clock.now())
+        .map_err(|e| format!("cannot start the secure channel: {e}"))?
+        .ch;
+    let io_err = |e: std::io::Error| {
+        format!("the secure handshake with '{peer}' did not finish: {e}; does the peer run with --keys and hold our public key?")
+    };
+    let mut buf = [0u8; MAX_RECORD_WIRE];
+    let n = ch.poll_transmit(&mut buf).map_err(|e| e.to_string())?;
+    stream.write_all(&buf[..n]).map_err(io_err)?;
+    let timeout = crate::clock::to_std(setup.config.handshake_timeout);
+    stream
+        .set_read_timeout(Some(timeout.max(std::time::Duration::from_millis(1))))
+        .map_err(io_err)?;
+    let mut msg2 = [0u8; HANDSHAKE2_WIRE];
+    stream.read_exact(&mut msg2).map_err(io_err)?;
+    stream.set_read_timeout(None).map_err(io_err)?;
+    ch.handle_input(clock.now(), &msg2).map_err(|e| {
+        format!("the secure handshake with '{peer}' failed: {e}; is {peer}.pub the peer's current public key?")
+    })?;
+    if !ch.is_established() {
+        return Err(format!("the secure handshake with '{peer}' did not finish"));
+    }
+    Ok(Some(*ch))
 }
 
 /// What a runtime counts about its secure channels (in
@@ -303,5 +344,103 @@ impl SecureWire {
             sink(&rec[..m]);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::write_keypair;
+
+    fn temp_dir(tag: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("dmsg-secure-unit-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    #[test]
+    fn dial_policy_names_the_files_to_create_and_accept_policy_keeps_none_addresses_plaintext() {
+        let d = temp_dir("policy");
+        write_keypair(&d, "me", &Keypair::from_secret([1; 32]), false).unwrap();
+        write_keypair(&d, "hub", &Keypair::from_secret([2; 32]), false).unwrap();
+        std::fs::write(d.join("10.0.0.9.none"), "").unwrap();
+        std::fs::write(d.join("10.0.0.7.none"), "").unwrap();
+        std::fs::copy(d.join("hub.pub"), d.join("10.0.0.7.pub")).unwrap();
+        let s = SecureSetup::load(&d, "me").unwrap();
+        assert_eq!(
+            s.dial_policy("hub").unwrap(),
+            Some(Keypair::from_secret([2; 32]).public())
+        );
+        assert_eq!(s.dial_policy("10.0.0.9").unwrap(), None);
+        let e = s.dial_policy("nobody").unwrap_err();
+        assert!(e.contains("nobody.pub") && e.contains("nobody.none"), "{e}");
+        assert_eq!(
+            s.accept_policy("10.0.0.9".parse().unwrap()),
+            AcceptAs::Plaintext
+        );
+        assert_eq!(
+            s.accept_policy("10.0.0.1".parse().unwrap()),
+            AcceptAs::Secure
+        );
+        assert!(matches!(
+            s.accept_policy("10.0.0.7".parse().unwrap()),
+            AcceptAs::Refuse(_)
+        ));
+        let e = SecureSetup::load(&d, "other").unwrap_err();
+        assert!(
+            e.contains("dmsg keygen --dir") && e.contains("--name other"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn wires_carry_bytes_through_records_and_a_flipped_bit_delivers_nothing() {
+        let d = temp_dir("wire");
+        write_keypair(&d, "a", &Keypair::from_secret([3; 32]), false).unwrap();
+        write_keypair(&d, "b", &Keypair::from_secret([4; 32]), false).unwrap();
+        let (sa, sb) = (
+            SecureSetup::load(&d, "a").unwrap(),
+            SecureSetup::load(&d, "b").unwrap(),
+        );
+        let now = Instant::ZERO;
+        let mut a = sa.initiator(sb.public(), now).unwrap();
+        let mut b = sb.responder(now).unwrap();
+        let mut wire = Vec::new();
+        a.flush(&mut |c| wire.extend_from_slice(c)).unwrap();
+        b.raw_in.append(&mut wire);
+        let mut plain = Vec::new();
+        b.decrypt(now, &mut plain, 1 << 16).unwrap();
+        let Some(dmsg_core::secure::SecureEvent::PeerHello { peer }) = b.ch.poll_event() else {
+            panic!("no PeerHello")
+        };
+        assert_eq!(sb.who(&peer).unwrap().as_deref(), Some("a"));
+        b.ch.accept(now).unwrap();
+        b.flush(&mut |c| wire.extend_from_slice(c)).unwrap();
+        a.raw_in.append(&mut wire);
+        a.decrypt(now, &mut plain, 1 << 16).unwrap();
+        assert!(a.ch.is_established() && b.ch.is_established());
+        // 5000 bytes: three records.
+        let msg: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        a.encrypt(&msg, &mut |c| wire.extend_from_slice(c)).unwrap();
+        assert_eq!(wire.len(), 5000 + 3 * 18);
+        b.raw_in.extend_from_slice(&wire);
+        b.decrypt(now, &mut plain, 1 << 16).unwrap();
+        assert_eq!(plain, msg);
+        // The same again with one bit flipped in the last record: the first two arrive,
+        // the third fails and delivers nothing.
+        plain.clear();
+        wire.clear();
+        a.encrypt(&msg, &mut |c| wire.extend_from_slice(c)).unwrap();
+        let n = wire.len();
+        wire[n - 20] ^= 0x10;
+        b.raw_in.extend_from_slice(&wire);
+        assert_eq!(
+            b.decrypt(now, &mut plain, 1 << 16),
+            Err(SecureError::RecordAuth)
+        );
+        assert_eq!(plain, &msg[..4096]);
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

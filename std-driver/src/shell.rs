@@ -87,6 +87,8 @@ pub enum ShellError {
     },
     /// `@LABEL` named no span known on this link.
     NoSuchSpan(String),
+    /// The secure channel could not be set up (what is wrong and what to do).
+    Secure(String),
 }
 
 impl fmt::Display for ShellError {
@@ -107,6 +109,7 @@ impl fmt::Display for ShellError {
                     format!("'{command}'")
                 }
             ),
+            ShellError::Secure(why) => write!(f, "--keys: {why}"),
             ShellError::NoSuchSpan(l) => write!(
                 f,
                 "@{l}: no span with that label is known on this link (see 'tree')"
@@ -253,6 +256,10 @@ pub struct ShellOptions {
     /// After the last prompt, keep printing late output until it has been quiet this long
     /// (default 150 ms): DragonFly prints `ping reply` after the prompt of `ping`.
     pub linger: Duration,
+    /// Run the secure channel with this setup (`--keys`); `None`: plaintext.
+    pub keys: Option<std::sync::Arc<crate::secure::SecureSetup>>,
+    /// The peer's name in the keys directory (default: the host part of the address).
+    pub peer: Option<String>,
 }
 
 impl Default for ShellOptions {
@@ -267,6 +274,8 @@ impl Default for ShellOptions {
             connect_timeout: Duration::from_secs(5),
             reply_timeout: Duration::from_secs(10),
             linger: Duration::from_millis(150),
+            keys: None,
+            peer: None,
         }
     }
 }
@@ -285,10 +294,22 @@ pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 impl ShellClient {
     /// Connects to `addr` and starts the link.
     pub fn connect(addr: &Addr, opts: &ShellOptions) -> Result<ShellClient, ShellError> {
-        let stream = net::connect(addr, opts.connect_timeout).map_err(ShellError::Connect)?;
+        let mut stream = net::connect(addr, opts.connect_timeout).map_err(ShellError::Connect)?;
         let mut lo = opts.link.clone();
         lo.name.get_or_insert_with(|| addr.to_string());
-        let (handle, events) = link::spawn(stream, lo).map_err(ShellError::Link)?;
+        let ch = match &opts.keys {
+            Some(setup) => {
+                let peer = opts.peer.as_deref().unwrap_or(addr.host());
+                crate::secure::dial_handshake(&mut stream, setup, peer)
+                    .map_err(ShellError::Secure)?
+            }
+            None => None,
+        };
+        let (handle, events) = match ch {
+            Some(ch) => link::spawn_secure(stream, lo, ch),
+            None => link::spawn(stream, lo),
+        }
+        .map_err(ShellError::Link)?;
         Ok(ShellClient::over(handle, events, opts.reply_timeout))
     }
 

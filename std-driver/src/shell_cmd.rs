@@ -26,13 +26,19 @@ On a terminal, lines you type are sent as they are and the peer's output and its
 a file, commands are sent one at a time: each waits for the previous one's prompt, and the
 program ends after the last command's prompt (exit 4 if a prompt does not come in time).
 `@LABEL CMD` sends CMD through the span labelled LABEL, as DragonFly's client does.
-The peer must speak plaintext DMSG (on DragonFly, configure the peer as <ip>.none).
+Without --keys the peer must speak plaintext DMSG (on DragonFly, configure the peer as
+<ip>.none).
 
 Commands of hammer2 service: help, ping, tree, span <host>.
 
 Options:
       --timeout DUR          longest wait for a prompt (default 10s)
       --connect-timeout DUR  longest wait for the TCP connect (default 5s)
+      --keys DIR             authenticated, encrypted link (a dmsg node run with --keys): our
+                             key pair is DIR/NAME.key, the node's public key DIR/PEER.pub
+      --name NAME            our key pair's name in DIR (default shell; create it with
+                             dmsg keygen --dir DIR --name shell and give shell.pub to the node)
+      --peer PEER            the node's name in DIR (default: the host part of ADDR)
       --linger DUR           after the last prompt, show late output until quiet this long
                              (default 150ms; DragonFly prints `ping reply` after the prompt)
       --no-prompt            leave the prompts out of the output (pipes and files only)
@@ -57,6 +63,11 @@ Options:
                              (DragonFly); e.g. dmsg tree --dot hub | dot -Tsvg > tree.svg
       --timeout DUR          longest wait for an answer (default 10s)
       --connect-timeout DUR  longest wait for the TCP connect (default 5s)
+      --keys DIR             authenticated, encrypted link (a dmsg node run with --keys): our
+                             key pair is DIR/NAME.key, the node's public key DIR/PEER.pub
+      --name NAME            our key pair's name in DIR (default shell; create it with
+                             dmsg keygen --dir DIR --name shell and give shell.pub to the node)
+      --peer PEER            the node's name in DIR (default: the host part of ADDR)
   -v, -vv                    log the link's life (-v) and frames (-vv) to standard error
   -h, --help                 show this help
 
@@ -90,6 +101,8 @@ fn parse(command: &'static str, args: &[OsString]) -> Result<Parsed, UsageError>
     let mut verbose = 0u8;
     let mut style = ScriptStyle::default();
     let mut dot = false;
+    let mut keys = None;
+    let mut key_name = "shell".to_string();
     let is_shell = command == "shell";
     while let Some(a) = r.next_arg() {
         match a {
@@ -112,6 +125,15 @@ fn parse(command: &'static str, args: &[OsString]) -> Result<Parsed, UsageError>
                     "--connect-timeout" => opts.connect_timeout = d,
                     _ => opts.linger = d,
                 }
+            }
+            Arg::Option("--keys", inline) => {
+                keys = Some(std::path::PathBuf::from(r.value("--keys", inline)?));
+            }
+            Arg::Option("--name", inline) => {
+                key_name = r.value("--name", inline)?.to_string();
+            }
+            Arg::Option("--peer", inline) => {
+                opts.peer = Some(r.value("--peer", inline)?.to_string());
             }
             Arg::Option("--no-prompt", inline) if is_shell => {
                 r.no_value("--no-prompt", inline)?;
@@ -139,6 +161,18 @@ fn parse(command: &'static str, args: &[OsString]) -> Result<Parsed, UsageError>
     }
     let addr =
         addr.ok_or_else(|| r.error(format!("no address given: dmsg {command} HOST[:PORT]")))?;
+    match keys {
+        Some(dir) => {
+            opts.keys = crate::node_cmd::load_keys(Some(&dir), &key_name)
+                .map_err(|e| r.error(format!("--keys: {e}")))?;
+        }
+        None if opts.peer.is_some() || key_name != "shell" => {
+            return Err(r.error(
+                "--peer and --name choose keys in the keys directory; give --keys DIR too",
+            ));
+        }
+        None => {}
+    }
     Ok(Parsed::Run(Box::new(NetArgs {
         addr,
         opts,

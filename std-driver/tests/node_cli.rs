@@ -33,6 +33,8 @@ fn demo_runs_to_its_summary() {
     );
     for want in [
         "reliable sessions on",
+        "secure channel on",
+        "4 handshakes at the hub",
         "40 of 40 echoes, in order, none twice",
         "1 sessions resumed",
         "[1/4] span tree",
@@ -59,6 +61,7 @@ fn demo_without_sessions_shows_the_stream_lost() {
             "--stream",
             "40",
             "--no-session",
+            "--plaintext",
         ])
         .output()
         .unwrap();
@@ -70,6 +73,7 @@ fn demo_without_sessions_shows_the_stream_lost() {
     );
     for want in [
         "reliable sessions off",
+        "secure channel off (--plaintext)",
         "ended with LOSTLINK",
         "1 lost to the cut",
         "0 sessions resumed",

@@ -31,8 +31,18 @@ use dmsg_core::link::{
 use dmsg_core::time::Instant;
 use dmsg_core::wire::{Command, Flags};
 
+use dmsg_core::secure::SecureChannel;
+
+use super::secure_link;
 use crate::clock::Clock;
 use crate::crc::HwCrc32c;
+
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
 
 /// When set, [`Endpoint::pump`] feeds input with [`handle_input`](Connection::handle_input)
 /// (payloads copied into the connection) instead of lending it: `dmsg bench --copy-input`,
@@ -192,6 +202,13 @@ pub struct Endpoint<S: Flavor> {
     wlen: usize,
     nonblocking: bool,
     scratch: Vec<u8>,
+    /// The secure channel of the `dmsg+secure` variant ([`with_secure`](Self::with_secure)).
+    sec: Option<Box<SecureChannel>>,
+    /// Ciphertext read, not yet opened (secure variant): `wire_in[..wire_len]`.
+    wire_in: Vec<u8>,
+    wire_len: usize,
+    /// Records sealed from one batch (secure variant).
+    sealed: Vec<u8>,
     /// System calls and bytes so far.
     pub io: IoCounts,
 }
@@ -216,8 +233,21 @@ impl<S: Flavor> Endpoint<S> {
             wlen: 0,
             nonblocking: false,
             scratch: Vec::with_capacity(AUX_MAX),
+            sec: None,
+            wire_in: Vec::new(),
+            wire_len: 0,
+            sealed: Vec::new(),
             io: IoCounts::default(),
         })
+    }
+
+    /// Runs the link inside the established secure channel `ch`: batches are sealed into
+    /// records before they are written, input is opened before the connection sees it.
+    pub fn with_secure(mut self, ch: SecureChannel) -> Self {
+        self.sec = Some(Box::new(ch));
+        self.wire_in = vec![0; READ_BUF];
+        self.sealed = Vec::with_capacity(WRITE_BUF + WRITE_BUF / 64);
+        self
     }
 
     /// The current time for the connection.
@@ -249,7 +279,7 @@ impl<S: Flavor> Endpoint<S> {
         let before = self.io.bytes_out;
         self.write_batch()?;
         self.set_nonblocking(false)?;
-        match self.conn.transmit_ready() {
+        match self.conn.transmit_ready().filter(|_| self.sec.is_none()) {
             Some(bytes) => {
                 let n = bytes.len();
                 if n > 0 {
@@ -272,9 +302,17 @@ impl<S: Flavor> Endpoint<S> {
             return Ok(());
         }
         self.set_nonblocking(false)?;
-        self.stream.write_all(&self.wbuf[..self.wlen])?;
+        let bytes = match self.sec.as_mut() {
+            Some(ch) => {
+                self.sealed.clear();
+                secure_link::seal(ch, &self.wbuf[..self.wlen], &mut self.sealed)?;
+                &self.sealed[..]
+            }
+            None => &self.wbuf[..self.wlen],
+        };
+        self.stream.write_all(bytes)?;
         self.io.writes += 1;
-        self.io.bytes_out += self.wlen as u64;
+        self.io.bytes_out += bytes.len() as u64;
         self.wlen = 0;
         Ok(())
     }
@@ -301,6 +339,48 @@ impl<S: Flavor> Endpoint<S> {
             return Err(EngineError::Link(
                 "the link stopped taking input (input buffer full)".into(),
             ));
+        }
+        if let Some(ch) = self.sec.as_mut() {
+            // Ciphertext left from the last read first, then the socket.
+            let got = secure_link::open(
+                ch,
+                &mut self.wire_in,
+                &mut self.wire_len,
+                &mut self.rbuf[self.rlen..],
+            )?;
+            if got > 0 {
+                self.rlen += got;
+                return Ok(ReadOutcome::Data(got));
+            }
+            if self.wire_len == self.wire_in.len() {
+                return Err(EngineError::Link(
+                    "the secure channel stopped taking input (buffer full)".into(),
+                ));
+            }
+            self.set_nonblocking(wait == Wait::No)?;
+            return match self.stream.read(&mut self.wire_in[self.wire_len..]) {
+                Ok(0) => Ok(ReadOutcome::Eof),
+                Ok(n) => {
+                    self.io.reads += 1;
+                    self.io.bytes_in += n as u64;
+                    self.wire_len += n;
+                    let ch = self.sec.as_mut().expect("checked above");
+                    let got = secure_link::open(
+                        ch,
+                        &mut self.wire_in,
+                        &mut self.wire_len,
+                        &mut self.rbuf[self.rlen..],
+                    )?;
+                    self.rlen += got;
+                    Ok(if got > 0 {
+                        ReadOutcome::Data(got)
+                    } else {
+                        ReadOutcome::Nothing
+                    })
+                }
+                Err(e) if transient(&e) => Ok(ReadOutcome::Nothing),
+                Err(e) => Err(e.into()),
+            };
         }
         self.set_nonblocking(wait == Wait::No)?;
         match self.stream.read(&mut self.rbuf[self.rlen..]) {

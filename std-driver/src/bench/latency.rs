@@ -15,9 +15,10 @@ use dmsg_core::wire::{Command, Flags};
 
 use super::cpu;
 use super::engine::{Endpoint, EngineError, Flavor, Plain, ReadOutcome, Then, Wait, WithSession};
-use super::link_kind::{link_config, socket_pair, Kind, LINK_THREAD_STACK};
+use super::link_kind::{socket_pair, Kind, LINK_THREAD_STACK};
 use super::raw::{self, FrameReader};
 use super::stats::Samples;
+use super::throughput::endpoint;
 use crate::clock::Clock;
 
 const SETUP_LIMIT: Duration = Duration::from_secs(10);
@@ -55,8 +56,9 @@ impl Pair {
                 let answered = raw::echo(s).map_err(|e| e.to_string())?;
                 Ok((answered, cpu::since(cpu)))
             }),
-            Kind::Dmsg => spawn.spawn(move || dmsg_echo::<Plain>(s)),
-            Kind::Session => spawn.spawn(move || dmsg_echo::<WithSession>(s)),
+            Kind::Dmsg => spawn.spawn(move || dmsg_echo::<Plain>(s, false)),
+            Kind::Secure => spawn.spawn(move || dmsg_echo::<Plain>(s, true)),
+            Kind::Session => spawn.spawn(move || dmsg_echo::<WithSession>(s, false)),
         }
         .map_err(|e| format!("cannot start a thread: {e}"))?;
         let fail = |e: EngineError| format!("{kind} client: {e}");
@@ -66,8 +68,9 @@ impl Pair {
                 reader: FrameReader::new(),
                 out: Vec::new(),
             },
-            Kind::Dmsg => Client::Dmsg(dmsg_client::<Plain>(c).map_err(fail)?),
-            Kind::Session => Client::Session(dmsg_client::<WithSession>(c).map_err(fail)?),
+            Kind::Dmsg => Client::Dmsg(dmsg_client::<Plain>(c, false).map_err(fail)?),
+            Kind::Secure => Client::Dmsg(dmsg_client::<Plain>(c, true).map_err(fail)?),
+            Kind::Session => Client::Session(dmsg_client::<WithSession>(c, false).map_err(fail)?),
         };
         Ok(Pair {
             kind,
@@ -108,8 +111,8 @@ impl Pair {
     }
 }
 
-fn dmsg_client<S: Flavor>(stream: TcpStream) -> Result<Endpoint<S>, EngineError> {
-    let mut ep = Endpoint::<S>::new(stream, &link_config::<S>(0xC11E47), Clock::new())?;
+fn dmsg_client<S: Flavor>(stream: TcpStream, secure: bool) -> Result<Endpoint<S>, EngineError> {
+    let mut ep = endpoint::<S>(stream, 0xC11E47, Clock::new(), secure.then_some(true))?;
     ep.establish(SETUP_LIMIT)?;
     Ok(ep)
 }
@@ -153,11 +156,14 @@ fn dmsg_round_trip<S: Flavor>(ep: &mut Endpoint<S>, payload: &[u8]) -> Result<Du
 
 /// The DMSG echo server: answers every transaction with its request's payload, until the
 /// client closes; returns how many it answered and its CPU time.
-fn dmsg_echo<S: Flavor>(stream: TcpStream) -> Result<(u64, Option<Duration>), String> {
+fn dmsg_echo<S: Flavor>(
+    stream: TcpStream,
+    secure: bool,
+) -> Result<(u64, Option<Duration>), String> {
     let fail = |e: EngineError| e.to_string();
     let cpu = cpu::thread_cpu_time();
     let mut ep =
-        Endpoint::<S>::new(stream, &link_config::<S>(0xEC40), Clock::new()).map_err(fail)?;
+        endpoint::<S>(stream, 0xEC40, Clock::new(), secure.then_some(false)).map_err(fail)?;
     let mut answered = 0u64;
     loop {
         match ep.read(Wait::Tick) {

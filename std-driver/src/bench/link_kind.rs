@@ -16,6 +16,8 @@ pub enum Kind {
     Dmsg,
     /// DMSG with the reliable session on (sequence numbers, acks, retransmit window).
     Session,
+    /// Plain DMSG inside the secure channel (Noise IK records, ChaCha20-Poly1305).
+    Secure,
 }
 
 impl Kind {
@@ -25,6 +27,7 @@ impl Kind {
             Kind::Raw => "raw",
             Kind::Dmsg => "dmsg",
             Kind::Session => "dmsg+session",
+            Kind::Secure => "dmsg+secure",
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`options`]: the command line.
 //! - [`engine`]: a core `Connection` on a `TcpStream`, batched.
 //! - [`raw`]: the raw-TCP baseline.
+//! - [`secure_link`]: the secure-channel variant (`dmsg+secure`) and the handshake time.
 //! - [`link_kind`]: the kinds compared and the loopback socket pairs.
 //! - [`throughput`]: one-way streams.
 //! - [`latency`]: request/reply round trips.
@@ -24,6 +25,7 @@ pub mod link_kind;
 pub mod options;
 pub mod raw;
 pub mod report;
+pub mod secure_link;
 pub mod stats;
 pub mod throughput;
 
@@ -84,6 +86,9 @@ pub fn main(args: &[OsString], io: &mut Io<'_>) -> u8 {
 /// The kinds of link a run compares.
 pub fn kinds(opts: &Options) -> Vec<Kind> {
     let mut k = vec![Kind::Raw, Kind::Dmsg];
+    if opts.secure {
+        k.push(Kind::Secure);
+    }
     if opts.session {
         k.push(Kind::Session);
     }
@@ -141,6 +146,11 @@ fn run_here(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, St
                 m.cpu_ns_per_round_trip,
             ));
         }
+    }
+    if opts.secure && opts.handshakes > 0 {
+        let samples = secure_link::handshake_times(&listener, opts.handshakes)?;
+        progress(&format!("handshakes: {}", samples.len()));
+        report.handshake = Some(report::HandshakeResult::new(samples));
     }
     report.finish();
     Ok(report)

@@ -20,7 +20,9 @@ Runs in this process, with threads on 127.0.0.1 (two cores are enough):
 - round trips: a DMSG transaction (CREATE|DELETE request, REPLY|DELETE answer carrying the
   same payload) against a raw-TCP ping-pong of one length-prefixed frame each way;
   p50/p99 of every round trip, the kinds taking turns in blocks of 20.
-Each is also run with the reliable session on (dmsg+session) unless --no-session.
+Each is also run with the reliable session on (dmsg+session) unless --no-session, and
+inside the secure channel (dmsg+secure, compared with plain DMSG) unless --no-secure;
+then the secure handshake is timed too (200 handshakes, 20 with --quick).
 Both sides use the same batching: one write per 256 KiB of frames, one read per 256 KiB.
 
 Options:
@@ -32,6 +34,8 @@ Options:
       --messages N         messages per throughput round, instead of --round-time
       --round-trips N      round trips per kind and size (default 20000)
       --no-session         leave out the reliable-session variant
+      --no-secure          leave out the secure-channel variant (dmsg+secure: plain DMSG in
+                           Noise IK records) and the handshake time
       --no-throughput      leave out the one-way throughput part
       --no-latency         leave out the round-trip part
       --copy-input         feed input with handle_input (payloads copied into the link)
@@ -60,6 +64,10 @@ pub struct Options {
     pub round_trips: u64,
     /// Include the reliable-session variant.
     pub session: bool,
+    /// Include the secure-channel variant (`dmsg+secure`) and the handshake time.
+    pub secure: bool,
+    /// Handshakes timed (secure variant).
+    pub handshakes: usize,
     /// JSON output.
     pub json: bool,
     /// No progress output.
@@ -81,6 +89,8 @@ impl Options {
             messages: None,
             round_trips: 20_000,
             session: true,
+            secure: true,
+            handshakes: 200,
             json: false,
             quiet: false,
             quick: false,
@@ -94,6 +104,7 @@ impl Options {
             rounds: 2,
             round_time: Duration::from_millis(40),
             round_trips: 1_000,
+            handshakes: 20,
             quick: true,
             ..Options::full()
         }
@@ -121,6 +132,7 @@ pub fn parse(args: &[OsString]) -> Result<Parsed, UsageError> {
     let mut round_trips = None;
     let (mut session, mut throughput, mut latency, mut json, mut quiet) =
         (true, true, true, false, false);
+    let mut secure = true;
     let mut copy_input = false;
     while let Some(arg) = r.next_arg() {
         match arg {
@@ -162,6 +174,10 @@ pub fn parse(args: &[OsString]) -> Result<Parsed, UsageError> {
                 "--no-session" => {
                     r.no_value(name, inline)?;
                     session = false;
+                }
+                "--no-secure" => {
+                    r.no_value(name, inline)?;
+                    secure = false;
                 }
                 "--no-throughput" => {
                     r.no_value(name, inline)?;
@@ -205,6 +221,7 @@ pub fn parse(args: &[OsString]) -> Result<Parsed, UsageError> {
     o.messages = messages;
     o.round_trips = round_trips.unwrap_or(o.round_trips);
     o.session = session;
+    o.secure = secure;
     o.json = json;
     o.quiet = quiet;
     o.copy_input = copy_input;

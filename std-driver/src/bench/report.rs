@@ -153,6 +153,28 @@ impl LatencyResult {
     }
 }
 
+/// Secure handshakes on the host, timed at the initiator (loopback crossings included).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HandshakeResult {
+    /// Handshakes timed.
+    pub samples: usize,
+    /// Median, µs.
+    pub p50_us: f64,
+    /// p99, µs.
+    pub p99_us: f64,
+}
+
+impl HandshakeResult {
+    /// The percentiles of `samples`.
+    pub fn new(mut samples: Samples) -> HandshakeResult {
+        HandshakeResult {
+            samples: samples.len(),
+            p50_us: samples.percentile_us(50.0).unwrap_or(0.0),
+            p99_us: samples.percentile_us(99.0).unwrap_or(0.0),
+        }
+    }
+}
+
 /// Everything a run measured.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Report {
@@ -172,6 +194,8 @@ pub struct Report {
     pub throughput: Vec<ThroughputResult>,
     /// Round-trip results.
     pub latency: Vec<LatencyResult>,
+    /// Secure handshake times (with the secure variant).
+    pub handshake: Option<HandshakeResult>,
 }
 
 /// The targets of the developers' guide, checked by [`Report::targets`].
@@ -184,6 +208,10 @@ pub mod targets {
     pub const RTT_P50_RATIO: f64 = 1.5;
     /// Round trip p99 over raw TCP's (issue 5).
     pub const RTT_P99_RATIO: f64 = 2.0;
+    /// Encrypted DMSG MB/s over plain DMSG's at 4 KiB (issue 10).
+    pub const SECURE_MB_RATIO_4K: f64 = 0.5;
+    /// Encrypted 64-byte round trip p50 over plain DMSG's (issue 10).
+    pub const SECURE_RTT_RATIO: f64 = 1.2;
 }
 
 fn load_average() -> Option<f64> {
@@ -203,6 +231,7 @@ impl Report {
             cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
             throughput: Vec::new(),
             latency: Vec::new(),
+            handshake: None,
         }
     }
 
@@ -337,7 +366,37 @@ impl Report {
                 ));
             }
         }
+        if let Some(r) = self.secure_mb_ratio(4096) {
+            out.push((
+                "encrypted 4 KiB, MB/s vs dmsg".to_string(),
+                format!("{r:.3}x"),
+                format!(">= {:.1}x", targets::SECURE_MB_RATIO_4K),
+                r >= targets::SECURE_MB_RATIO_4K,
+            ));
+        }
+        if let Some(r) = self.secure_rtt_ratio(64) {
+            out.push((
+                "encrypted RTT 64 B, p50 vs dmsg".to_string(),
+                format!("{r:.3}x"),
+                format!("<= {:.1}x", targets::SECURE_RTT_RATIO),
+                r <= targets::SECURE_RTT_RATIO,
+            ));
+        }
         out
+    }
+
+    /// `dmsg+secure` messages/s over plain DMSG's at `size`, in this run.
+    pub fn secure_mb_ratio(&self, size: usize) -> Option<f64> {
+        let s = self.throughput_of(size, Kind::Secure)?.msgs_per_s();
+        let p = self.throughput_of(size, Kind::Dmsg)?.msgs_per_s();
+        (p > 0.0).then(|| s / p)
+    }
+
+    /// `dmsg+secure` round-trip p50 over plain DMSG's at `size`, in this run.
+    pub fn secure_rtt_ratio(&self, size: usize) -> Option<f64> {
+        let s = self.latency_of(size, Kind::Secure)?.p50_us;
+        let p = self.latency_of(size, Kind::Dmsg)?.p50_us;
+        (p > 0.0).then(|| s / p)
     }
 
     /// The tables.
@@ -438,9 +497,17 @@ impl Report {
                 );
             }
         }
+        if let Some(h) = &self.handshake {
+            let _ = writeln!(
+                s,
+                "\nsecure handshake (Noise IK, X25519): p50 {:.1} us, p99 {:.1} us over {} \
+                 handshakes on fresh loopback connections (initiator's view, two crossings)",
+                h.p50_us, h.p99_us, h.samples
+            );
+        }
         let targets = self.targets();
         if !targets.is_empty() {
-            let _ = writeln!(s, "\ntargets (plain DMSG):");
+            let _ = writeln!(s, "\ntargets:");
             for (what, got, want, met) in targets {
                 let _ = writeln!(
                     s,
@@ -518,7 +585,20 @@ impl Report {
                 num(l.cpu_ratio)
             );
         }
-        s.push_str("],\"targets\":[");
+        s.push_str("],\"handshake\":");
+        match &self.handshake {
+            Some(h) => {
+                let _ = write!(
+                    s,
+                    "{{\"samples\":{},\"p50_us\":{},\"p99_us\":{}}}",
+                    h.samples,
+                    num(Some(h.p50_us)),
+                    num(Some(h.p99_us))
+                );
+            }
+            None => s.push_str("null"),
+        }
+        s.push_str(",\"targets\":[");
         for (i, (what, got, want, met)) in self.targets().into_iter().enumerate() {
             if i > 0 {
                 s.push(',');

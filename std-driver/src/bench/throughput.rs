@@ -16,7 +16,7 @@ use dmsg_core::wire::Command;
 
 use super::engine::{Endpoint, EngineError, Flavor, Plain, ReadOutcome, Then, Wait, WithSession};
 use super::link_kind::{link_config, socket_pair, Kind, LINK_THREAD_STACK};
-use super::{cpu, raw};
+use super::{cpu, raw, secure_link};
 use crate::clock::Clock;
 
 /// What one round measured.
@@ -42,20 +42,24 @@ const SETUP_LIMIT: Duration = Duration::from_secs(10);
 pub fn round(kind: Kind, listener: &TcpListener, count: u64, size: usize) -> Result<Round, String> {
     let (tx_sock, rx_sock) = socket_pair(listener).map_err(|e| format!("loopback connect: {e}"))?;
     match kind {
-        Kind::Raw => run_pair(tx_sock, rx_sock, count, size, raw_sender, raw_receiver),
-        Kind::Dmsg => run_pair(
+        Kind::Raw => run_pair(
             tx_sock,
             rx_sock,
-            count,
-            size,
+            (count, size, false),
+            raw_sender,
+            raw_receiver,
+        ),
+        Kind::Dmsg | Kind::Secure => run_pair(
+            tx_sock,
+            rx_sock,
+            (count, size, kind == Kind::Secure),
             dmsg_sender::<Plain>,
             dmsg_receiver::<Plain>,
         ),
         Kind::Session => run_pair(
             tx_sock,
             rx_sock,
-            count,
-            size,
+            (count, size, false),
             dmsg_sender::<WithSession>,
             dmsg_receiver::<WithSession>,
         ),
@@ -65,6 +69,7 @@ pub fn round(kind: Kind, listener: &TcpListener, count: u64, size: usize) -> Res
 /// What the sender thread is given.
 struct SendSide {
     stream: TcpStream,
+    secure: bool,
     count: u64,
     size: usize,
     ready: Arc<Barrier>,
@@ -74,6 +79,7 @@ struct SendSide {
 /// What the receiver thread is given.
 struct RecvSide {
     stream: TcpStream,
+    secure: bool,
     count: u64,
     ready: Arc<Barrier>,
     done: mpsc::Sender<()>,
@@ -85,11 +91,11 @@ type SideResult = Result<(WallClock, u64, Option<Duration>), String>;
 type SendResult = SideResult;
 type RecvResult = SideResult;
 
+/// Runs a sender and a receiver; `(count, size, secure)`.
 fn run_pair(
     tx_sock: TcpStream,
     rx_sock: TcpStream,
-    count: u64,
-    size: usize,
+    (count, size, secure): (u64, usize, bool),
     sender: fn(SendSide) -> SendResult,
     receiver: fn(RecvSide) -> RecvResult,
 ) -> Result<Round, String> {
@@ -97,6 +103,7 @@ fn run_pair(
     let (done_tx, done_rx) = mpsc::channel();
     let send_side = SendSide {
         stream: tx_sock,
+        secure,
         count,
         size,
         ready: ready.clone(),
@@ -104,6 +111,7 @@ fn run_pair(
     };
     let recv_side = RecvSide {
         stream: rx_sock,
+        secure,
         count,
         ready,
         done: done_tx,
@@ -125,8 +133,9 @@ fn run_pair(
     let send = s
         .join()
         .map_err(|_| "the sender thread panicked".to_string())?;
-    let (start, wire_bytes, send_cpu) = send.map_err(|e| format!("sender: {e}"))?;
+    // The receiver's failure first: it usually explains the sender's (a reset socket).
     let (end, payload_bytes, recv_cpu) = recv.map_err(|e| format!("receiver: {e}"))?;
+    let (start, wire_bytes, send_cpu) = send.map_err(|e| format!("sender: {e}"))?;
     Ok(Round {
         messages: count,
         payload_bytes,
@@ -159,11 +168,30 @@ fn raw_receiver(mut side: RecvSide) -> RecvResult {
     Ok((end, bytes, cpu))
 }
 
+/// An endpoint on `stream`; with `secure = Some(initiator)`, inside the secure channel
+/// (handshake first).
+pub fn endpoint<S: Flavor>(
+    mut stream: TcpStream,
+    id: u64,
+    clock: Clock,
+    secure: Option<bool>,
+) -> Result<Endpoint<S>, EngineError> {
+    let ch = match secure {
+        Some(initiator) => Some(secure_link::handshake(&mut stream, initiator)?),
+        None => None,
+    };
+    let ep = Endpoint::<S>::new(stream, &link_config::<S>(id), clock)?;
+    Ok(match ch {
+        Some(ch) => ep.with_secure(ch),
+        None => ep,
+    })
+}
+
 fn dmsg_sender<S: Flavor>(side: SendSide) -> SendResult {
     let fail = |e: EngineError| e.to_string();
     let clock = Clock::new();
     let ready = side.ready.clone();
-    let setup = Endpoint::<S>::new(side.stream, &link_config::<S>(0xA11CE), clock)
+    let setup = endpoint::<S>(side.stream, 0xA11CE, clock, side.secure.then_some(true))
         .and_then(|mut ep| ep.establish(SETUP_LIMIT).map(|()| ep));
     // Meet the receiver at the barrier even on failure, so it does not wait forever.
     ready.wait();
@@ -195,7 +223,7 @@ fn dmsg_sender<S: Flavor>(side: SendSide) -> SendResult {
         } else {
             Wait::No
         };
-        if ep.read(wait).map_err(fail)? == ReadOutcome::Eof {
+        if peer_gone(ep.read(wait)).map_err(fail)? {
             if sent == side.count {
                 // The receiver had everything and closed.
                 break;
@@ -217,7 +245,7 @@ fn dmsg_sender<S: Flavor>(side: SendSide) -> SendResult {
             Ok(()) | Err(mpsc::TryRecvError::Disconnected) => break,
             Err(mpsc::TryRecvError::Empty) => {}
         }
-        if ep.read(Wait::Tick).map_err(fail)? == ReadOutcome::Eof {
+        if peer_gone(ep.read(Wait::Tick)).map_err(fail)? {
             break;
         }
         ep.pump(|_, _| Then::Nothing).map_err(fail)?;
@@ -227,10 +255,26 @@ fn dmsg_sender<S: Flavor>(side: SendSide) -> SendResult {
     Ok((start, wire, cpu))
 }
 
+/// Whether a read found the receiver gone: EOF, or a reset (it closed with bytes of ours
+/// unread, e.g. a keepalive that crossed its close; it only closes once it has everything).
+fn peer_gone(r: Result<ReadOutcome, EngineError>) -> Result<bool, EngineError> {
+    match r {
+        Ok(ReadOutcome::Eof) => Ok(true),
+        Ok(_) => Ok(false),
+        Err(EngineError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
 fn dmsg_receiver<S: Flavor>(side: RecvSide) -> RecvResult {
     let fail = |e: EngineError| e.to_string();
-    let setup = Endpoint::<S>::new(side.stream, &link_config::<S>(0xB0B), Clock::new())
-        .and_then(|mut ep| ep.establish(SETUP_LIMIT).map(|()| ep));
+    let setup = endpoint::<S>(
+        side.stream,
+        0xB0B,
+        Clock::new(),
+        side.secure.then_some(false),
+    )
+    .and_then(|mut ep| ep.establish(SETUP_LIMIT).map(|()| ep));
     side.ready.wait();
     let mut ep = setup.map_err(fail)?;
     let cpu = cpu::thread_cpu_time();

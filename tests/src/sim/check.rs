@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use dmsg_core::link::Side;
 use dmsg_core::node::{NodeAddr, Relay, RelayState};
+use dmsg_core::secure::SecureError;
 use dmsg_core::span::{ConnFilter, LinkId, SpanEntry, SpanKey, MAX_DIST, RELAYS_PER_NODE};
 use dmsg_core::wire::MsgId;
 
@@ -333,6 +334,59 @@ pub fn check<N: SimNode>(sim: &Sim<N>, checks: Checks) -> Result<(), String> {
                     t.node
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// The invariants of encrypted links (`SimConfig::secure`), on a quiet world:
+/// - no plaintext byte a channel delivered differs from what the other node wrote (no
+///   forged byte reached a frame decoder), and no link broke on a decode error or protocol
+///   violations (corruption never got past a channel);
+/// - every transport whose ciphertext was corrupted in flight is gone, and every secure
+///   channel failure happened on a corrupted transport or an impostor's dial (no false
+///   alarm); an impostor that got as far as the accepting node was refused by policy;
+/// - every live transport completed its handshake and has nothing waiting to be sent.
+pub fn check_secure<N: SimNode>(sim: &Sim<N>) -> Result<(), String> {
+    let c = &sim.counters;
+    if c.forged_bytes != 0 {
+        return Err(format!(
+            "{} forged plaintext bytes delivered",
+            c.forged_bytes
+        ));
+    }
+    if c.decode_closes != 0 {
+        return Err(format!(
+            "{} links broke on a decode error or violations despite encryption",
+            c.decode_closes
+        ));
+    }
+    for (&k, link) in &sim.secure {
+        let conn = &sim.conns[k];
+        if link.corrupted && conn.alive {
+            return Err(format!("conn {k}: corrupted in flight, still up"));
+        }
+        if conn.alive && !link.settled() {
+            return Err(format!(
+                "conn {k}: live but its secure channels are not settled"
+            ));
+        }
+    }
+    for &(k, node, err) in &sim.secure_errors {
+        let Some(link) = sim.secure.get(&k) else {
+            return Err(format!(
+                "conn {k}: secure error {err:?} on an unknown transport"
+            ));
+        };
+        if !link.corrupted && !link.impostor {
+            return Err(format!(
+                "conn {k}: secure channel at node {node} failed ({err:?}) with nothing altered"
+            ));
+        }
+        if link.impostor && !link.corrupted && err != SecureError::PeerRefused {
+            return Err(format!(
+                "conn {k}: impostor's dial ended with {err:?}, not PeerRefused"
+            ));
         }
     }
     Ok(())

@@ -7,7 +7,7 @@ use dmsg_core::link::Reliable;
 use dmsg_core::node::Node;
 use dmsg_core::time::Duration;
 
-use super::check::{check, Checks};
+use super::check::{check, check_secure, Checks};
 use super::node::SimNode;
 use super::rng::Rng;
 use super::topo::Topology;
@@ -51,6 +51,14 @@ pub struct Report {
     pub resumes: u64,
     /// Sessions: RESUMEs answered with a stateless RESET (the peer had restarted).
     pub stateless_resets: u64,
+    /// Encryption: secure handshakes completed.
+    pub handshakes: u64,
+    /// Encryption: ciphertext bytes altered in flight.
+    pub corruptions: u64,
+    /// Encryption: dials with an unknown key.
+    pub impostors: u64,
+    /// Encryption: transports ended by a secure channel error.
+    pub secure_failures: u64,
 }
 
 /// The topology of a seed: 3 to 12 nodes of one of five shapes.
@@ -78,6 +86,14 @@ pub fn run_seed(seed: u64) -> Result<Report, String> {
     scenario::<SimN>(seed, SimConfig::new(seed)).map(|(r, _)| r)
 }
 
+/// [`run_seed`] with every transport encrypted (`super::secure`): the same invariants,
+/// plus the secure ones ([`check_secure`]) at every quiet point, with two more faults: a
+/// ciphertext byte altered in flight (the link must end with a typed error and the nodes
+/// recover through the normal link-down path), and a dial with a key nobody knows (refused).
+pub fn run_secure_seed(seed: u64) -> Result<Report, String> {
+    scenario::<SimN>(seed, SimConfig::new(seed).encrypted()).map(|(r, _)| r)
+}
+
 /// Runs one seed with the reliable session on every link ([`SimRN`]): the same scenario,
 /// where a lost link or a partition only suspends the links of an edge until it is
 /// dialled again (resume), and a restarted node answers the RESUMEs of its old sessions
@@ -85,7 +101,18 @@ pub fn run_seed(seed: u64) -> Result<Report, String> {
 /// twice (opened, answered or closed), and in a seed without restarts every transaction
 /// completes with error 0: transport loss no longer loses anything.
 pub fn run_session_seed(seed: u64) -> Result<Report, String> {
-    let (report, sim) = scenario::<SimRN>(seed, SimConfig::with_sessions(seed))?;
+    session_scenario(seed, SimConfig::with_sessions(seed))
+}
+
+/// [`run_session_seed`] with every transport encrypted: a corrupted or refused transport
+/// suspends the links of its edge, which resume over a new encrypted transport without
+/// losing or duplicating a transaction.
+pub fn run_secure_session_seed(seed: u64) -> Result<Report, String> {
+    session_scenario(seed, SimConfig::with_sessions(seed).encrypted())
+}
+
+fn session_scenario(seed: u64, cfg: SimConfig) -> Result<Report, String> {
+    let (report, sim) = scenario::<SimRN>(seed, cfg)?;
     let err = |what: String| Err(fail(&sim, seed, "sessions", what));
     if sim.counters.unknown_closes != 0 {
         return err(format!(
@@ -115,6 +142,26 @@ pub fn run_session_seed(seed: u64) -> Result<Report, String> {
     Ok(report)
 }
 
+/// Every invariant of a quiet world: [`check`], and with encryption [`check_secure`].
+fn check_all<N: SimNode>(sim: &Sim<N>) -> Result<(), String> {
+    check(sim, Checks::default())?;
+    if sim.cfg.secure {
+        check_secure(sim)?;
+    }
+    Ok(())
+}
+
+/// Alters a ciphertext byte in flight: lets traffic flow in small steps until some
+/// encrypted connection has bytes in flight (keepalives guarantee some within seconds).
+fn corrupt<N: SimNode>(sim: &mut Sim<N>, rng: &mut Rng) {
+    for _ in 0..2000 {
+        sim.run_for(Duration::from_micros(rng.range(100, 5_000)));
+        if sim.corrupt_in_flight() {
+            return;
+        }
+    }
+}
+
 /// The scenario of a seed on nodes of type `N`.
 fn scenario<N: SimNode>(seed: u64, cfg: SimConfig) -> Result<(Report, Sim<N>), String> {
     let mut rng = Rng::new(seed ^ 0x005e_ed0f_d15c);
@@ -130,7 +177,7 @@ fn scenario<N: SimNode>(seed: u64, cfg: SimConfig) -> Result<(Report, Sim<N>), S
                 format!("did not settle: {}", sim.idle_report()),
             )
         })?;
-    check(&sim, Checks::default()).map_err(|e| fail(&sim, seed, "after convergence", e))?;
+    check_all(&sim).map_err(|e| fail(&sim, seed, "after convergence", e))?;
 
     // Transactions on a quiet network.
     sim.random_txns(4);
@@ -143,7 +190,7 @@ fn scenario<N: SimNode>(seed: u64, cfg: SimConfig) -> Result<(Report, Sim<N>), S
                 format!("did not settle: {}", sim.idle_report()),
             )
         })?;
-    check(&sim, Checks::default()).map_err(|e| fail(&sim, seed, "after quiet traffic", e))?;
+    check_all(&sim).map_err(|e| fail(&sim, seed, "after quiet traffic", e))?;
     if let Some(t) = sim.txns.iter().find(|t| t.closed != Some(0)) {
         return Err(fail(
             &sim,
@@ -156,9 +203,11 @@ fn scenario<N: SimNode>(seed: u64, cfg: SimConfig) -> Result<(Report, Sim<N>), S
     // Faults while traffic flows.
     let n = sim.nodes.len();
     let faults = 2 + rng.below(6);
+    // With encryption, three more kinds: two ways to corrupt a byte in flight, an impostor.
+    let kinds = if sim.cfg.secure { 8 } else { 5 };
     for _ in 0..faults {
         sim.random_txns(1 + rng.below(3));
-        match rng.below(5) {
+        match rng.below(kinds) {
             0 | 1 => {
                 let e = rng.below(sim.edges.len());
                 sim.lose_link(e);
@@ -189,11 +238,22 @@ fn scenario<N: SimNode>(seed: u64, cfg: SimConfig) -> Result<(Report, Sim<N>), S
                     sim.run_for(Duration::from_millis(100));
                 }
             }
-            _ => {
+            4 => {
                 let v = rng.below(n);
                 sim.restart(v);
             }
+            5 | 6 => corrupt(&mut sim, &mut rng),
+            _ => {
+                let e = rng.below(sim.edges.len());
+                sim.impostor_dial(e);
+            }
         }
+        sim.run_for(Duration::from_micros(rng.range(10_000, 2_000_000)));
+    }
+    if sim.cfg.secure && sim.counters.corruptions == 0 {
+        // Every encrypted seed corrupts at least one link.
+        sim.random_txns(2);
+        corrupt(&mut sim, &mut rng);
         sim.run_for(Duration::from_micros(rng.range(10_000, 2_000_000)));
     }
     sim.heal();
@@ -206,7 +266,7 @@ fn scenario<N: SimNode>(seed: u64, cfg: SimConfig) -> Result<(Report, Sim<N>), S
                 format!("did not settle: {}", sim.idle_report()),
             )
         })?;
-    check(&sim, Checks::default()).map_err(|e| fail(&sim, seed, "after faults", e))?;
+    check_all(&sim).map_err(|e| fail(&sim, seed, "after faults", e))?;
 
     // And the healed network carries traffic again.
     let before = sim.txns.len();
@@ -220,7 +280,7 @@ fn scenario<N: SimNode>(seed: u64, cfg: SimConfig) -> Result<(Report, Sim<N>), S
                 format!("did not settle: {}", sim.idle_report()),
             )
         })?;
-    check(&sim, Checks::default()).map_err(|e| fail(&sim, seed, "final traffic", e))?;
+    check_all(&sim).map_err(|e| fail(&sim, seed, "final traffic", e))?;
     if let Some(t) = sim.txns[before..].iter().find(|t| t.closed != Some(0)) {
         return Err(fail(
             &sim,
@@ -242,6 +302,10 @@ fn scenario<N: SimNode>(seed: u64, cfg: SimConfig) -> Result<(Report, Sim<N>), S
         restarts: sim.counters.restarts,
         resumes: sim.counters.resumes_routed,
         stateless_resets: sim.counters.stateless_resets,
+        handshakes: sim.counters.secure_handshakes,
+        corruptions: sim.counters.corruptions,
+        impostors: sim.counters.impostors,
+        secure_failures: sim.counters.secure_failures,
     };
     Ok((report, sim))
 }
@@ -255,6 +319,16 @@ pub fn run_seeds(seeds: std::ops::Range<u64>) -> Vec<Report> {
 /// [`run_seeds`] with the reliable session on ([`run_session_seed`]).
 pub fn run_session_seeds(seeds: std::ops::Range<u64>) -> Vec<Report> {
     run_seeds_with(seeds, run_session_seed)
+}
+
+/// [`run_seeds`] with encryption on ([`run_secure_seed`]).
+pub fn run_secure_seeds(seeds: std::ops::Range<u64>) -> Vec<Report> {
+    run_seeds_with(seeds, run_secure_seed)
+}
+
+/// [`run_seeds`] with sessions and encryption on ([`run_secure_session_seed`]).
+pub fn run_secure_session_seeds(seeds: std::ops::Range<u64>) -> Vec<Report> {
+    run_seeds_with(seeds, run_secure_session_seed)
 }
 
 fn run_seeds_with(

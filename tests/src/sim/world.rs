@@ -5,8 +5,10 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use dmsg_core::crc::DefaultCrc;
+use dmsg_core::link::CloseReason;
 use dmsg_core::link::{classify_stream, LinkConfig, Outgoing, SessionOffer, StreamStart};
 use dmsg_core::node::{NodeAddr, NodeConfig, NodeEvent, NodeTxn};
+use dmsg_core::secure::{Keypair, PublicKey, SecureError, SecureEvent};
 use dmsg_core::span::LinkId;
 use dmsg_core::time::{Duration, Instant};
 use dmsg_core::wire::body::{peer_type, ConnRepr, SpanRepr};
@@ -14,6 +16,7 @@ use dmsg_core::wire::{Command, Flags, Label, Uuid};
 
 use super::node::SimNode;
 use super::rng::Rng;
+use super::secure::{impostor_keypair, node_keypair, SecureLink, SimCryptoRng};
 use super::topo::Topology;
 
 /// The cluster id every simulated node advertises.
@@ -47,6 +50,9 @@ pub struct SimConfig {
     /// transport then suspends the links of its edge; the edge's first node dials again
     /// and resumes, the second routes the new stream by its first 64 bytes.
     pub sessions: bool,
+    /// Run every transport through a pair of secure channels (`super::secure`): Noise IK
+    /// with the dialing end as initiator, keys derived from the seed.
+    pub secure: bool,
 }
 
 impl SimConfig {
@@ -62,6 +68,15 @@ impl SimConfig {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(400),
             sessions: false,
+            secure: false,
+        }
+    }
+
+    /// The same knobs with every transport encrypted (`super::secure`).
+    pub fn encrypted(self) -> SimConfig {
+        SimConfig {
+            secure: true,
+            ..self
         }
     }
 
@@ -193,6 +208,10 @@ enum Action {
     Drop {
         conn: usize,
     },
+    /// Encryption: the handshake deadline of a connection's channels.
+    SecureDeadline {
+        conn: usize,
+    },
     /// An answer that found no room (`WouldBlock`), tried again.
     Answer {
         node: usize,
@@ -233,6 +252,21 @@ pub struct SimCounters {
     pub unknown_closes: u64,
     /// Sessions: transports a node gave up itself (idle timeout, broken stream).
     pub node_suspends: u64,
+    /// Links that went down because their byte stream broke (a decode error or too many
+    /// protocol violations). With encryption on, a corrupted byte never reaches the frame
+    /// decoder, so this stays 0.
+    pub decode_closes: u64,
+    /// Encryption: handshakes completed (counted at the initiator).
+    pub secure_handshakes: u64,
+    /// Encryption: transports ended by a secure channel error (see `Sim::secure_errors`).
+    pub secure_failures: u64,
+    /// Encryption: ciphertext bytes altered in flight.
+    pub corruptions: u64,
+    /// Encryption: dials made with a key nobody knows.
+    pub impostors: u64,
+    /// Encryption: plaintext bytes a channel delivered that the other node never wrote
+    /// (a forged byte; must stay 0).
+    pub forged_bytes: u64,
 }
 
 /// The world.
@@ -257,6 +291,16 @@ pub struct Sim<N: SimNode> {
     pub ins: Vec<InRecord>,
     /// Counters.
     pub counters: SimCounters,
+    /// Encryption: the secure channels of every encrypted connection, by connection index
+    /// (kept after the connection dies, for the checks).
+    pub secure: BTreeMap<usize, Box<SecureLink>>,
+    /// Encryption: every secure channel failure: (connection, node whose channel failed,
+    /// the error).
+    pub secure_errors: Vec<(usize, usize, SecureError)>,
+    /// Encryption: the nodes' static keys (every node knows every public key).
+    keys: Vec<Keypair>,
+    /// Encryption: the next dial of these edges uses an impostor's key.
+    impostor_next: Vec<bool>,
     queue: BinaryHeap<Reverse<(Instant, u64, Action)>>,
     seq: u64,
     dirty: VecDeque<usize>,
@@ -289,6 +333,10 @@ impl<N: SimNode> Sim<N> {
             txns: Vec::new(),
             ins: Vec::new(),
             counters: SimCounters::default(),
+            secure: BTreeMap::new(),
+            secure_errors: Vec::new(),
+            keys: (0..topo.n).map(|i| node_keypair(cfg.seed, i)).collect(),
+            impostor_next: vec![false; topo.edges.len()],
             queue: BinaryHeap::new(),
             seq: 0,
             dirty: VecDeque::new(),
@@ -418,6 +466,7 @@ impl<N: SimNode> Sim<N> {
             self.edges[e].session = Some(links);
         }
         self.counters.connects += 1;
+        self.open_secure(c);
         self.note(|| {
             format!(
                 "connect edge {e}: {a}/{} <-> {b}/{} (conn {c})",
@@ -458,6 +507,7 @@ impl<N: SimNode> Sim<N> {
         self.edges[e].conn = Some(c);
         self.counters.connects += 1;
         self.counters.redials += 1;
+        self.open_secure(c);
         self.note(|| format!("redial edge {e}: {a}/{la} -> {b} (conn {c})"));
         self.mark(a);
         true
@@ -498,13 +548,7 @@ impl<N: SimNode> Sim<N> {
                 self.counters.stateless_resets += 1;
                 self.note(|| format!("node {b} answers conn {c} ({start:?}) with RESET"));
                 // The RESET, then the close.
-                let d = self.rng.range(self.cfg.delay_us.0, self.cfg.delay_us.1);
-                let at = (self.now + Duration::from_micros(d)).max(self.conns[c].pipes[1].last);
-                self.conns[c].pipes[1].last = at;
-                self.conns[c].pipes[1]
-                    .q
-                    .push_back((at, reset[..n].to_vec()));
-                self.schedule(at, Action::Deliver { conn: c, dir: 1 });
+                let at = self.write(c, 1, reset[..n].to_vec());
                 self.schedule(at + Duration::from_micros(1), Action::Drop { conn: c });
             }
         }
@@ -705,7 +749,11 @@ impl<N: SimNode> Sim<N> {
 
     fn on_event(&mut self, i: usize, ev: Ev) {
         match ev {
-            Ev::LinkDown(link) => {
+            Ev::LinkDown(link, reason) => {
+                if matches!(reason, CloseReason::Decode(_) | CloseReason::ProtocolError) {
+                    self.counters.decode_closes += 1;
+                    self.note(|| format!("node {i} link {link} broke: {reason:?}"));
+                }
                 self.session_over(i, link);
                 let found = self.nodes[i]
                     .links
@@ -897,11 +945,212 @@ impl<N: SimNode> Sim<N> {
         } else {
             1
         };
+        self.write(c, dir, bytes);
+    }
+
+    /// End `dir` of connection `c` writes `bytes` (through its secure channel when the
+    /// connection is encrypted); returns the latest delivery time scheduled.
+    fn write(&mut self, c: usize, dir: usize, bytes: Vec<u8>) -> Instant {
+        let Some(link) = self.secure.get_mut(&c) else {
+            return self.push_wire(c, dir, bytes);
+        };
+        link.expect[dir].extend(bytes.iter().copied());
+        link.outbox[dir].extend_from_slice(&bytes);
+        self.pump_secure(c, dir)
+    }
+
+    /// Puts bytes on the wire of connection `c` in direction `dir`, after the link's delay.
+    fn push_wire(&mut self, c: usize, dir: usize, bytes: Vec<u8>) -> Instant {
         let d = self.rng.range(self.cfg.delay_us.0, self.cfg.delay_us.1);
         let at = (self.now + Duration::from_micros(d)).max(self.conns[c].pipes[dir].last);
         self.conns[c].pipes[dir].last = at;
         self.conns[c].pipes[dir].q.push_back((at, bytes));
         self.schedule(at, Action::Deliver { conn: c, dir });
+        at
+    }
+
+    // ------------------------------------------------------------------------------
+    // Encryption
+
+    /// With encryption: a pair of secure channels for the new connection `c` (its first end
+    /// dialed: the initiator), handshake message 1 on the wire, a handshake deadline.
+    fn open_secure(&mut self, c: usize) {
+        if !self.cfg.secure {
+            return;
+        }
+        let e = self.conns[c].edge;
+        let (a, b) = (self.edges[e].a, self.edges[e].b);
+        let impostor = std::mem::take(&mut self.impostor_next[e]);
+        let local = if impostor {
+            self.counters.impostors += 1;
+            impostor_keypair(self.cfg.seed)
+        } else {
+            self.keys[a].clone()
+        };
+        let mut rng = SimCryptoRng(self.rng.next_u64());
+        let link = match SecureLink::new(
+            self.now,
+            local,
+            self.keys[b].public(),
+            self.keys[b].clone(),
+            &mut rng,
+            impostor,
+        ) {
+            Ok(l) => l,
+            Err(err) => panic!("conn {c}: cannot start the secure channels: {err}"),
+        };
+        let deadline = link.ch[0].poll_timeout();
+        self.secure.insert(c, Box::new(link));
+        self.note(|| format!("conn {c}: secure handshake starts (impostor {impostor})"));
+        self.pump_secure(c, 0);
+        if let Some(t) = deadline {
+            self.schedule(t, Action::SecureDeadline { conn: c });
+        }
+    }
+
+    /// Moves end `dir`'s plaintext through its channel onto the wire.
+    fn pump_secure(&mut self, c: usize, dir: usize) -> Instant {
+        let Some(link) = self.secure.get_mut(&c) else {
+            return self.now;
+        };
+        match link.pump(dir) {
+            Ok(wire) if wire.is_empty() => self.now,
+            Ok(wire) => self.push_wire(c, dir, wire),
+            Err(err) => {
+                self.secure_fail(c, dir, err);
+                self.now
+            }
+        }
+    }
+
+    /// The channel at end `end` of connection `c` failed: the driver closes the transport
+    /// (both nodes see it closed).
+    fn secure_fail(&mut self, c: usize, end: usize, err: SecureError) {
+        let node = self.conns[c].ends[end].0;
+        self.counters.secure_failures += 1;
+        self.secure_errors.push((c, node, err));
+        self.note(|| format!("conn {c}: secure channel at node {node} failed: {err:?}"));
+        self.reset_conn(c, None);
+    }
+
+    /// Whether the accepting node's policy admits the initiator's static key: it must be
+    /// one of the cluster's keys.
+    fn key_known(&self, peer: &PublicKey) -> bool {
+        self.keys.iter().any(|k| k.public() == *peer)
+    }
+
+    /// Ciphertext `bytes` arrived at end `end` of encrypted connection `c`: the channel
+    /// opens it, the plaintext goes to the node's input (checked against what the other
+    /// node wrote). Returns false when the channel failed (the connection is gone).
+    fn secure_receive(&mut self, c: usize, end: usize, bytes: &[u8]) -> bool {
+        let now = self.now;
+        let mut rest = bytes;
+        loop {
+            let Some(link) = self.secure.get_mut(&c) else {
+                return false;
+            };
+            let r = link.ch[end].handle_input(now, rest);
+            let n = match r {
+                Ok(n) => n,
+                Err(err) => {
+                    self.secure_fail(c, end, err);
+                    return false;
+                }
+            };
+            rest = &rest[n..];
+            let plain = link.ch[end].plaintext().to_vec();
+            link.ch[end].consume(plain.len());
+            // The other end wrote these bytes, in this order, or they are forged.
+            let mut forged = 0;
+            for &b in &plain {
+                if link.expect[1 - end].pop_front() != Some(b) {
+                    forged += 1;
+                }
+            }
+            let mut events = Vec::new();
+            while let Some(ev) = link.ch[end].poll_event() {
+                events.push(ev);
+            }
+            self.counters.forged_bytes += forged;
+            self.conns[c].pending[end].extend_from_slice(&plain);
+            let progress = n > 0 || !plain.is_empty() || !events.is_empty();
+            for ev in events {
+                match ev {
+                    SecureEvent::PeerHello { peer } => {
+                        let known = self.key_known(&peer);
+                        self.note(|| format!("conn {c}: peer key known: {known}"));
+                        let Some(link) = self.secure.get_mut(&c) else {
+                            return false;
+                        };
+                        let r = if known {
+                            link.ch[end].accept(now)
+                        } else {
+                            Err(link.ch[end].refuse())
+                        };
+                        if let Err(err) = r {
+                            self.secure_fail(c, end, err);
+                            return false;
+                        }
+                        self.pump_secure(c, end);
+                    }
+                    SecureEvent::Established { .. } => {
+                        if end == 0 {
+                            self.counters.secure_handshakes += 1;
+                        }
+                        self.pump_secure(c, end);
+                    }
+                    SecureEvent::PeerClosed => {}
+                }
+                if !self.conns[c].alive {
+                    return false;
+                }
+            }
+            if !progress {
+                return true;
+            }
+        }
+    }
+
+    /// Alters one byte of ciphertext in flight on a random encrypted connection that has
+    /// bytes in flight. Returns false when no connection has any.
+    pub fn corrupt_in_flight(&mut self) -> bool {
+        let mut cands: Vec<(usize, usize)> = Vec::new();
+        for (&c, _) in self.secure.iter() {
+            if !self.conns[c].alive {
+                continue;
+            }
+            for dir in 0..2 {
+                if !self.conns[c].pipes[dir].q.is_empty() {
+                    cands.push((c, dir));
+                }
+            }
+        }
+        if cands.is_empty() {
+            return false;
+        }
+        let (c, dir) = cands[self.rng.below(cands.len())];
+        let q = &self.conns[c].pipes[dir].q;
+        let k = self.rng.below(q.len());
+        let at = self.rng.below(q[k].1.len());
+        let x = 1 + self.rng.below(255) as u8;
+        self.conns[c].pipes[dir].q[k].1[at] ^= x;
+        if let Some(link) = self.secure.get_mut(&c) {
+            link.corrupted = true;
+        }
+        self.counters.corruptions += 1;
+        self.note(|| format!("corrupt conn {c} dir {dir}: chunk {k} byte {at} ^= {x:#04x}"));
+        true
+    }
+
+    /// The next dial of edge `e` is made with a key nobody knows (the accepting node must
+    /// refuse it); the edge's connection is lost now so that the dial comes soon.
+    pub fn impostor_dial(&mut self, e: usize) {
+        if !self.cfg.secure {
+            return;
+        }
+        self.impostor_next[e] = true;
+        self.note(|| format!("edge {e}: next dial is an impostor"));
+        self.lose_link(e);
     }
 
     fn settle_all(&mut self) {
@@ -929,7 +1178,13 @@ impl<N: SimNode> Sim<N> {
                     let Some((_, bytes)) = self.conns[c].pipes[dir].q.pop_front() else {
                         break;
                     };
-                    self.conns[c].pending[1 - dir].extend_from_slice(&bytes);
+                    if self.secure.contains_key(&c) {
+                        if !self.secure_receive(c, 1 - dir, &bytes) {
+                            return; // the channel failed: the connection is gone
+                        }
+                    } else {
+                        self.conns[c].pending[1 - dir].extend_from_slice(&bytes);
+                    }
                     got = true;
                 }
                 if got && dir == 0 && self.conns[c].unbound {
@@ -955,6 +1210,22 @@ impl<N: SimNode> Sim<N> {
                     let now = self.now;
                     self.nodes[node].node.handle_timeout(now);
                     self.mark(node);
+                }
+            }
+            Action::SecureDeadline { conn } => {
+                if !self.conns[conn].alive {
+                    return;
+                }
+                let now = self.now;
+                for end in 0..2 {
+                    let r = match self.secure.get_mut(&conn) {
+                        Some(link) => link.ch[end].handle_timeout(now),
+                        None => return,
+                    };
+                    if let Err(err) = r {
+                        self.secure_fail(conn, end, err);
+                        return;
+                    }
                 }
             }
             Action::Drop { conn } => {
@@ -1068,6 +1339,10 @@ impl<N: SimNode> Sim<N> {
                 .all(|c| c.pending.iter().all(|p| p.is_empty()))
             && self.txns.iter().all(|t| t.closed.is_some() || t.orphaned)
             && self.conns.iter().all(|c| !c.alive || !c.unbound)
+            && self
+                .secure
+                .iter()
+                .all(|(&c, l)| !self.conns[c].alive || (l.settled() && !l.corrupted))
             && self.nodes.iter().all(|n| {
                 // A session waiting for its transport (or for its grace period to end), or
                 // frames not acknowledged yet (a retransmission may be seconds away).
@@ -1116,6 +1391,14 @@ impl<N: SimNode> Sim<N> {
         for (k, c) in self.conns.iter().enumerate().filter(|(_, c)| c.alive) {
             if c.unbound {
                 out.push(format!("conn {k} not routed"));
+            }
+            if let Some(l) = self.secure.get(&k) {
+                if !l.settled() {
+                    out.push(format!("conn {k}: secure channels not settled"));
+                }
+                if l.corrupted {
+                    out.push(format!("conn {k}: corrupted, still up"));
+                }
             }
             for (d, p) in c.pending.iter().enumerate() {
                 if !p.is_empty() {
@@ -1171,7 +1454,7 @@ enum Reply {
 
 /// A node event, copied out of the node's borrow.
 enum Ev {
-    LinkDown(LinkId),
+    LinkDown(LinkId, CloseReason),
     Suspended(LinkId),
     Resumed(LinkId),
     Opened {
@@ -1196,7 +1479,7 @@ enum Ev {
 impl Ev {
     fn of(ev: &NodeEvent<'_>) -> Ev {
         match ev {
-            NodeEvent::LinkDown { link, .. } => Ev::LinkDown(*link),
+            NodeEvent::LinkDown { link, reason } => Ev::LinkDown(*link, *reason),
             NodeEvent::LinkSuspended { link } => Ev::Suspended(*link),
             NodeEvent::LinkResumed { link } => Ev::Resumed(*link),
             NodeEvent::Opened { txn, msg, .. } => Ev::Opened {

@@ -22,7 +22,7 @@ use link_util::{config, feed as feed_link, flush, Ev, Link};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-use secure_util::{established, records, seal_all, take_wire, T0};
+use secure_util::{apply, corruption, established, records, seal_all, take_wire, T0};
 
 fn proptest_config() -> ProptestConfig {
     ProptestConfig {
@@ -30,59 +30,6 @@ fn proptest_config() -> ProptestConfig {
         failure_persistence: Some(Box::new(FileFailurePersistence::Off)),
         ..ProptestConfig::default()
     }
-}
-
-#[derive(Clone, Debug)]
-enum Corruption {
-    Flip { at: usize, bit: u8 },
-    Delete { at: usize, len: usize },
-    Insert { at: usize, bytes: Vec<u8> },
-    Duplicate { at: usize, len: usize },
-    Swap { at: usize, len: usize },
-    Truncate { at: usize },
-}
-
-fn corruption() -> impl Strategy<Value = Corruption> {
-    prop_oneof![
-        (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Corruption::Flip { at, bit }),
-        (any::<usize>(), 1usize..64).prop_map(|(at, len)| Corruption::Delete { at, len }),
-        (any::<usize>(), vec(any::<u8>(), 1..32))
-            .prop_map(|(at, bytes)| Corruption::Insert { at, bytes }),
-        (any::<usize>(), 1usize..300).prop_map(|(at, len)| Corruption::Duplicate { at, len }),
-        (any::<usize>(), 1usize..300).prop_map(|(at, len)| Corruption::Swap { at, len }),
-        any::<usize>().prop_map(|at| Corruption::Truncate { at }),
-    ]
-}
-
-fn apply(c: &Corruption, wire: &[u8]) -> Vec<u8> {
-    let n = wire.len();
-    let mut w = wire.to_vec();
-    match c {
-        Corruption::Flip { at, bit } => w[at % n] ^= 1 << bit,
-        Corruption::Delete { at, len } => {
-            let at = at % n;
-            w.drain(at..(at + len).min(n));
-        }
-        Corruption::Insert { at, bytes } => {
-            let at = at % (n + 1);
-            w.splice(at..at, bytes.iter().copied());
-        }
-        Corruption::Duplicate { at, len } => {
-            let at = at % n;
-            let seg = w[at..(at + len).min(n)].to_vec();
-            w.splice(at..at, seg);
-        }
-        Corruption::Swap { at, len } => {
-            let at = at % n;
-            let len = (*len).min((n - at) / 2);
-            if len > 0 {
-                let (a, b) = w[at..at + 2 * len].split_at_mut(len);
-                a.swap_with_slice(b);
-            }
-        }
-        Corruption::Truncate { at } => w.truncate(at % n),
-    }
-    w
 }
 
 /// What the sending link writes: a one-way message, or a one-frame transaction.

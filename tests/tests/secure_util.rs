@@ -6,6 +6,8 @@
 
 use dmsg_core::secure::{Keypair, SecureChannel, SecureConfig, SecureError, SecureEvent};
 use dmsg_core::time::Instant;
+use proptest::collection::vec;
+use proptest::prelude::*;
 use rand_core::{CryptoRng, RngCore};
 
 /// SplitMix64. Deterministic so failures replay; marked `CryptoRng` for tests only (the
@@ -118,4 +120,66 @@ pub fn records(wire: &[u8]) -> Vec<Vec<u8>> {
         at += 2 + len;
     }
     out
+}
+
+#[derive(Clone, Debug)]
+/// One way to alter an encrypted stream (the property tests' adversary).
+pub enum Corruption {
+    /// One bit flipped.
+    Flip { at: usize, bit: u8 },
+    /// Bytes deleted.
+    Delete { at: usize, len: usize },
+    /// Bytes inserted.
+    Insert { at: usize, bytes: Vec<u8> },
+    /// A run repeated in place.
+    Duplicate { at: usize, len: usize },
+    /// Two adjacent runs exchanged.
+    Swap { at: usize, len: usize },
+    /// The stream cut short.
+    Truncate { at: usize },
+}
+
+/// Any [`Corruption`], positions taken modulo the stream length.
+pub fn corruption() -> impl Strategy<Value = Corruption> {
+    prop_oneof![
+        (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Corruption::Flip { at, bit }),
+        (any::<usize>(), 1usize..64).prop_map(|(at, len)| Corruption::Delete { at, len }),
+        (any::<usize>(), vec(any::<u8>(), 1..32))
+            .prop_map(|(at, bytes)| Corruption::Insert { at, bytes }),
+        (any::<usize>(), 1usize..300).prop_map(|(at, len)| Corruption::Duplicate { at, len }),
+        (any::<usize>(), 1usize..300).prop_map(|(at, len)| Corruption::Swap { at, len }),
+        any::<usize>().prop_map(|at| Corruption::Truncate { at }),
+    ]
+}
+
+/// Applies `c` to `wire`; returns the altered stream.
+pub fn apply(c: &Corruption, wire: &[u8]) -> Vec<u8> {
+    let n = wire.len();
+    let mut w = wire.to_vec();
+    match c {
+        Corruption::Flip { at, bit } => w[at % n] ^= 1 << bit,
+        Corruption::Delete { at, len } => {
+            let at = at % n;
+            w.drain(at..(at + len).min(n));
+        }
+        Corruption::Insert { at, bytes } => {
+            let at = at % (n + 1);
+            w.splice(at..at, bytes.iter().copied());
+        }
+        Corruption::Duplicate { at, len } => {
+            let at = at % n;
+            let seg = w[at..(at + len).min(n)].to_vec();
+            w.splice(at..at, seg);
+        }
+        Corruption::Swap { at, len } => {
+            let at = at % n;
+            let len = (*len).min((n - at) / 2);
+            if len > 0 {
+                let (a, b) = w[at..at + 2 * len].split_at_mut(len);
+                a.swap_with_slice(b);
+            }
+        }
+        Corruption::Truncate { at } => w.truncate(at % n),
+    }
+    w
 }

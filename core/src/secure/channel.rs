@@ -140,6 +140,9 @@ enum LocalFin {
 /// assert_eq!(hub.plaintext(), b"LNK_CONN frame bytes");
 /// # Ok::<(), dmsg_core::secure::SecureError>(())
 /// ```
+// Copyable only in fuzz builds (`--cfg fuzzing`), so a fuzz target can restore an
+// established state per input; no other build can duplicate key material.
+#[cfg_attr(fuzzing, derive(Clone))]
 pub struct SecureChannel {
     cfg: SecureConfig,
     role: Role,

@@ -87,6 +87,9 @@ pub(crate) fn derive(ck: &[u8; HASH_LEN], label: &[u8]) -> [u8; HASH_LEN] {
 }
 
 /// Noise `CipherState`: a ChaCha20-Poly1305 key and a 64-bit nonce counter.
+// Copyable only in fuzz builds (`--cfg fuzzing`), so a fuzz target can restore an
+// established state per input; no other build can duplicate key material.
+#[cfg_attr(fuzzing, derive(Clone))]
 pub struct CipherState {
     k: Option<[u8; KEY_LEN]>,
     n: u64,
@@ -197,6 +200,9 @@ impl Drop for CipherState {
 }
 
 /// Noise `SymmetricState`: chaining key, handshake hash and the handshake cipher.
+// Copyable only in fuzz builds (`--cfg fuzzing`), so a fuzz target can restore an
+// established state per input; no other build can duplicate key material.
+#[cfg_attr(fuzzing, derive(Clone))]
 struct SymmetricState {
     ck: [u8; HASH_LEN],
     h: [u8; HASH_LEN],
@@ -303,6 +309,9 @@ enum Step {
 /// let (ti, tr) = (i.into_transport().unwrap(), r.into_transport().unwrap());
 /// assert_eq!(ti.handshake_hash, tr.handshake_hash);
 /// ```
+// Copyable only in fuzz builds (`--cfg fuzzing`), so a fuzz target can restore an
+// established state per input; no other build can duplicate key material.
+#[cfg_attr(fuzzing, derive(Clone))]
 pub struct IkHandshake {
     role: Role,
     step: Step,
@@ -314,6 +323,9 @@ pub struct IkHandshake {
 }
 
 /// The result of a finished handshake: one cipher per direction and the handshake hash.
+// Copyable only in fuzz builds (`--cfg fuzzing`), so a fuzz target can restore an
+// established state per input; no other build can duplicate key material.
+#[cfg_attr(fuzzing, derive(Clone))]
 pub struct Transport {
     /// Encrypts what this side sends.
     pub send: CipherState,
